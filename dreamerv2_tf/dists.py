@@ -1,0 +1,167 @@
+"""Distributions used by the agent, thin wrappers around TensorFlow Probability.
+
+TFP distributions are used inside our own code only (not as Keras layers). The wrappers add what
+DreamerV2 needs on top: straight-through gradients for one-hot samples and modes, float32
+likelihoods whatever the compute dtype, and a uniform `mode()` for every head. Every wrapper keeps
+the TFP distribution as `.dist` so `tfd.kl_divergence` works on it.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfd = tfp.distributions
+
+
+def _f32(x: tf.Tensor) -> tf.Tensor:
+  return tf.cast(x, tf.float32)
+
+
+class OneHotDist:
+  """Categorical over one-hot vectors with straight-through gradients.
+
+  `sample()` and `mode()` return one-hot vectors whose gradient w.r.t. the logits is that of the
+  class probabilities: `onehot + probs - sg(probs)` (Bengio et al. 2013; DreamerV2 Sec. 2).
+  `event_dims` extra trailing dimensions are summed in `log_prob`/`entropy` (1 for the RSSM's 32
+  independent categoricals, 0 for the actor).
+  """
+
+  def __init__(self, logits: tf.Tensor, event_dims: int = 0):
+    self.logits = _f32(logits)
+    base = tfd.OneHotCategorical(logits=self.logits, dtype=tf.float32)
+    self.dist = tfd.Independent(base, event_dims) if event_dims else base
+
+  def _straight_through(self, onehot: tf.Tensor) -> tf.Tensor:
+    probs = tf.nn.softmax(self.logits, -1)
+    return onehot + probs - tf.stop_gradient(probs)
+
+  def sample(self, seed=None) -> tf.Tensor:
+    return self._straight_through(tf.stop_gradient(self.dist.sample(seed=seed)))
+
+  def mode(self) -> tf.Tensor:
+    depth = self.logits.shape[-1]
+    onehot = tf.one_hot(tf.argmax(self.logits, -1), depth, dtype=tf.float32)
+    return self._straight_through(onehot)
+
+  def log_prob(self, x: tf.Tensor) -> tf.Tensor:
+    return self.dist.log_prob(_f32(x))
+
+  def entropy(self) -> tf.Tensor:
+    return self.dist.entropy()
+
+
+class MSEDist:
+  """Unit-variance Normal over the last `event_dims` dimensions (`mse` heads and the decoder)."""
+
+  def __init__(self, mean: tf.Tensor, event_dims: int = 0):
+    self.mean_ = _f32(mean)
+    base = tfd.Normal(self.mean_, 1.0)
+    self.dist = tfd.Independent(base, event_dims) if event_dims else base
+
+  def mode(self) -> tf.Tensor:
+    return self.mean_
+
+  def mean(self) -> tf.Tensor:
+    return self.mean_
+
+  def log_prob(self, x: tf.Tensor) -> tf.Tensor:
+    return self.dist.log_prob(_f32(x))
+
+
+class NormalDist:
+  """Diagonal Normal with learned std, over the last `event_dims` dimensions."""
+
+  def __init__(self, mean: tf.Tensor, std: tf.Tensor, event_dims: int = 1):
+    self.dist = tfd.Independent(tfd.Normal(_f32(mean), _f32(std)), event_dims)
+
+  def sample(self, seed=None) -> tf.Tensor:
+    return self.dist.sample(seed=seed)  # Reparameterised.
+
+  def mode(self) -> tf.Tensor:
+    return self.dist.mean()
+
+  def log_prob(self, x: tf.Tensor) -> tf.Tensor:
+    return self.dist.log_prob(_f32(x))
+
+  def entropy(self) -> tf.Tensor:
+    return self.dist.entropy()
+
+
+class BinaryDist:
+  """Bernoulli with soft targets, as the discount head is trained on targets 0 or gamma.
+
+  `log_prob(x) = x ln sigmoid(l) + (1 - x) ln sigmoid(-l)`, valid for x in [0, 1]; `mean()` is the
+  predicted discount used to weight imagined steps.
+  """
+
+  def __init__(self, logits: tf.Tensor, event_dims: int = 0):
+    self.logits = _f32(logits)
+    self._event_dims = event_dims
+    self.dist = tfd.Bernoulli(logits=self.logits, dtype=tf.float32)
+
+  def mean(self) -> tf.Tensor:
+    return tf.sigmoid(self.logits)
+
+  def mode(self) -> tf.Tensor:
+    mean = self.mean()
+    return tf.round(mean) + mean - tf.stop_gradient(mean)
+
+  def log_prob(self, x: tf.Tensor) -> tf.Tensor:
+    x = _f32(x)
+    like = -tf.nn.softplus(-self.logits) * x - tf.nn.softplus(self.logits) * (1 - x)
+    if self._event_dims:
+      like = tf.reduce_sum(like, list(range(-self._event_dims, 0)))
+    return like
+
+
+class TruncNormalDist:
+  """Normal truncated to [-1, 1] for continuous actions (the paper's `trunc_normal` actor).
+
+  Samples are reparameterised (TFP's implicit gradients) and kept a hair inside the bounds with a
+  straight-through clip so `log_prob` of an action taken stays finite.
+  """
+
+  def __init__(self, mean: tf.Tensor, std: tf.Tensor, clip: float = 1e-6):
+    self._clip = clip
+    self.dist = tfd.Independent(
+        tfd.TruncatedNormal(_f32(mean), _f32(std), -1.0, 1.0), 1)
+
+  def _clipped(self, x: tf.Tensor) -> tf.Tensor:
+    clipped = tf.clip_by_value(x, -1 + self._clip, 1 - self._clip)
+    return x - tf.stop_gradient(x) + tf.stop_gradient(clipped)
+
+  def sample(self, seed=None) -> tf.Tensor:
+    return self._clipped(self.dist.sample(seed=seed))
+
+  def mode(self) -> tf.Tensor:
+    return self.dist.mean()
+
+  def log_prob(self, x: tf.Tensor) -> tf.Tensor:
+    return self.dist.log_prob(self._clipped(_f32(x)))
+
+  def entropy(self) -> tf.Tensor:
+    return self.dist.entropy()
+
+
+class TanhNormalDist:
+  """Normal squashed by tanh; the mode is estimated as the tanh of the Normal's mean."""
+
+  def __init__(self, mean: tf.Tensor, std: tf.Tensor):
+    base = tfd.Normal(_f32(mean), _f32(std))
+    self._normal = tfd.Independent(base, 1)
+    self.dist = tfd.Independent(
+        tfd.TransformedDistribution(base, tfp.bijectors.Tanh()), 1)
+
+  def sample(self, seed=None) -> tf.Tensor:
+    return self.dist.sample(seed=seed)
+
+  def mode(self) -> tf.Tensor:
+    return tf.tanh(self._normal.mean())
+
+  def log_prob(self, x: tf.Tensor) -> tf.Tensor:
+    return self.dist.log_prob(tf.clip_by_value(_f32(x), -0.99999997, 0.99999997))
+
+  def entropy(self) -> tf.Tensor:
+    # No closed form; a one-sample estimate, as the paper's code does.
+    sample = self.dist.sample()
+    return -self.dist.log_prob(sample)

@@ -1,0 +1,443 @@
+"""Networks of DreamerV2: RSSM, image/vector encoder and decoder, MLP heads, and the GRU cell.
+
+Every layer is created and built in `__init__` with known input
+shapes, so variables exist before the first call: checkpoints restore deterministically and
+SavedModel tracing never creates variables. Layers take a Keras dtype policy (`float32`,
+`mixed_float16`, `mixed_bfloat16`); distribution parameters leave the nets in float32.
+"""
+from __future__ import annotations
+
+import re
+from typing import Mapping, Sequence
+
+import keras
+import tensorflow as tf
+
+from dreamerv2_tf import dists
+
+ACTS = {
+    'elu': tf.nn.elu, 'relu': tf.nn.relu, 'tanh': tf.tanh, 'swish': tf.nn.silu,
+    'silu': tf.nn.silu, 'gelu': tf.nn.gelu, 'leaky_relu': tf.nn.leaky_relu,
+    'none': tf.identity,
+}
+
+
+def get_act(name: str):
+  if name not in ACTS:
+    raise ValueError(f'unknown activation {name!r}; allowed: {", ".join(ACTS)}')
+  return ACTS[name]
+
+
+def built(layer: keras.layers.Layer, shape: Sequence) -> keras.layers.Layer:
+  """Builds a Keras layer for an input shape now, so its variables exist up front."""
+  layer.build(tuple(shape))
+  return layer
+
+
+def norm_layer(norm: str, size: int, dtype) -> keras.layers.Layer | None:
+  if norm == 'none':
+    return None
+  if norm == 'layer':
+    return built(keras.layers.LayerNormalization(dtype=dtype), (None, size))
+  raise ValueError(f'unknown norm {norm!r}; allowed: none, layer')
+
+
+class DenseStack(keras.layers.Layer):
+  """Dense -> norm -> activation, repeated; the hidden part of every MLP."""
+
+  def __init__(self, in_size: int, units: Sequence[int], act='elu', norm='none', **kwargs):
+    super().__init__(**kwargs)
+    self._act = get_act(act)
+    self.denses, self.norms = [], []
+    for width in units:
+      self.denses.append(built(keras.layers.Dense(width, dtype=self.dtype_policy), (None, in_size)))
+      self.norms.append(norm_layer(norm, width, self.dtype_policy))
+      in_size = width
+    self.out_size = in_size
+    self.built = True
+
+  def call(self, x):
+    x = tf.cast(x, self.compute_dtype)
+    for dense, norm in zip(self.denses, self.norms):
+      x = dense(x)
+      x = norm(x) if norm is not None else x
+      x = self._act(x)
+    return x
+
+
+class DistLayer(keras.layers.Layer):
+  """Maps features to a distribution over a tensor of `shape`.
+
+  dist: `mse` (unit Normal), `binary` (Bernoulli), `onehot` (straight-through categorical),
+  `normal`, `trunc_normal`, `tanh_normal` (learned std; actions in [-1, 1]).
+  """
+
+  def __init__(self, in_size: int, shape: Sequence[int], dist='mse', min_std=0.1, init_std=0.0,
+               **kwargs):
+    super().__init__(**kwargs)
+    self._shape, self._dist = tuple(shape), dist
+    self._min_std, self._init_std = min_std, init_std
+    size = 1
+    for dim in self._shape:
+      size *= dim
+    self.out = built(keras.layers.Dense(size, dtype=self.dtype_policy), (None, in_size))
+    self.std = None
+    if dist in ('normal', 'trunc_normal', 'tanh_normal'):
+      self.std = built(keras.layers.Dense(size, dtype=self.dtype_policy), (None, in_size))
+    elif dist not in ('mse', 'binary', 'onehot'):
+      raise ValueError(f'unknown dist {dist!r}; allowed: mse, binary, onehot, normal, '
+                       'trunc_normal, tanh_normal')
+    self.built = True
+
+  def call(self, x):
+    x = tf.cast(x, self.compute_dtype)
+    out = tf.cast(self.out(x), tf.float32)
+    out = tf.reshape(out, tf.concat([tf.shape(out)[:-1], self._shape], 0))
+    n = len(self._shape)
+    if self._dist == 'mse':
+      return dists.MSEDist(out, n)
+    if self._dist == 'binary':
+      return dists.BinaryDist(out, n)
+    if self._dist == 'onehot':
+      return dists.OneHotDist(out)
+    std = tf.cast(self.std(x), tf.float32)
+    std = tf.reshape(std, tf.shape(out))
+    if self._dist == 'normal':
+      return dists.NormalDist(out, tf.nn.softplus(std) + self._min_std)
+    if self._dist == 'tanh_normal':
+      mean = 5 * tf.tanh(out / 5)  # Keeps the pre-squash mean in a range tanh can still move.
+      std = tf.nn.softplus(std + self._init_std) + self._min_std
+      return dists.TanhNormalDist(mean, std)
+    # trunc_normal: the paper's continuous actor.
+    std = 2 * tf.sigmoid((std + self._init_std) / 2) + self._min_std
+    return dists.TruncNormalDist(tf.tanh(out), std)
+
+
+class MLP(keras.layers.Layer):
+  """MLP head on the model state features: `layers` x `units`, then a `DistLayer`."""
+
+  def __init__(self, in_size: int, shape: Sequence[int], layers=4, units=400, act='elu',
+               norm='none', dist='mse', min_std=0.1, **kwargs):
+    super().__init__(**kwargs)
+    self.hidden = DenseStack(in_size, [units] * layers, act, norm, dtype=self.dtype_policy)
+    self.head = DistLayer(self.hidden.out_size, shape, dist, min_std, dtype=self.dtype_policy)
+    self.built = True
+
+  def call(self, feat):
+    return self.head(self.hidden(feat))
+
+
+def _select(shapes: Mapping[str, tuple], pattern: str, ndim: int) -> list[str]:
+  return [k for k, v in shapes.items() if re.match(pattern, k) and len(v) == ndim]
+
+
+class Encoder(keras.layers.Layer):
+  """Embeds observations: a strided CNN for image keys and an MLP for vector keys.
+
+  Image keys are those matching `cnn_keys` with 3 dims (H, W, C); vector keys those matching
+  `mlp_keys` with 1 dim. Inputs are preprocessed floats of shape `[..., *shape]`; the output has
+  the same leading dims and `embed_size` features.
+  """
+
+  def __init__(self, shapes: Mapping[str, tuple], cnn_keys='.*', mlp_keys='.*', act='elu',
+               norm='none', cnn_depth=48, cnn_kernels=(4, 4, 4, 4),
+               mlp_layers=(400, 400, 400, 400), **kwargs):
+    super().__init__(**kwargs)
+    self.shapes = dict(shapes)
+    self.cnn_keys = _select(self.shapes, cnn_keys, 3)
+    self.mlp_keys = _select(self.shapes, mlp_keys, 1)
+    if not self.cnn_keys and not self.mlp_keys:
+      raise ValueError(f'the encoder selects no observation key from {sorted(self.shapes)} with '
+                       f'cnn_keys={cnn_keys!r} and mlp_keys={mlp_keys!r}')
+    self._act = get_act(act)
+    self.convs, self.conv_norms = [], []
+    self.embed_size = 0
+    if self.cnn_keys:
+      h, w = self.shapes[self.cnn_keys[0]][:2]
+      channels = sum(self.shapes[k][-1] for k in self.cnn_keys)
+      for i, kernel in enumerate(cnn_kernels):
+        depth = 2 ** i * cnn_depth
+        conv = keras.layers.Conv2D(depth, kernel, 2, dtype=self.dtype_policy)
+        self.convs.append(built(conv, (None, h, w, channels)))
+        h, w = (h - kernel) // 2 + 1, (w - kernel) // 2 + 1
+        if h < 1 or w < 1:
+          raise ValueError(f'image of shape {self.shapes[self.cnn_keys[0]]} is too small for '
+                           f'encoder kernels {list(cnn_kernels)}')
+        self.conv_norms.append(norm_layer(norm, depth, self.dtype_policy))
+        channels = depth
+      self.embed_size += h * w * channels
+    self.mlp = None
+    if self.mlp_keys:
+      size = sum(self.shapes[k][0] for k in self.mlp_keys)
+      self.mlp = DenseStack(size, mlp_layers, act, norm, dtype=self.dtype_policy)
+      self.embed_size += self.mlp.out_size
+    self.built = True
+
+  def call(self, data: Mapping[str, tf.Tensor]) -> tf.Tensor:
+    outputs = []
+    if self.cnn_keys:
+      x = tf.concat([tf.cast(data[k], self.compute_dtype) for k in self.cnn_keys], -1)
+      lead = tf.shape(x)[:-3]
+      x = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-3:]], 0))
+      for conv, norm in zip(self.convs, self.conv_norms):
+        x = conv(x)
+        x = norm(x) if norm is not None else x
+        x = self._act(x)
+      x = tf.reshape(x, tf.concat([lead, [x.shape[1] * x.shape[2] * x.shape[3]]], 0))
+      outputs.append(x)
+    if self.mlp is not None:
+      x = tf.concat([tf.cast(data[k], self.compute_dtype) for k in self.mlp_keys], -1)
+      outputs.append(self.mlp(x))
+    return tf.concat(outputs, -1)
+
+
+class Decoder(keras.layers.Layer):
+  """Reconstructs observations from features: transposed CNN for images, MLP for vectors.
+
+  Returns a dict of unit-variance Normal distributions, one per observation key. The CNN path
+  maps features to a 1x1 map and upsamples with `cnn_kernels` at stride 2 (64x64 for 5,5,6,6).
+  """
+
+  def __init__(self, shapes: Mapping[str, tuple], in_size: int, cnn_keys='.*', mlp_keys='.*',
+               act='elu', norm='none', cnn_depth=48, cnn_kernels=(5, 5, 6, 6),
+               mlp_layers=(400, 400, 400, 400), **kwargs):
+    super().__init__(**kwargs)
+    self.shapes = dict(shapes)
+    self.cnn_keys = _select(self.shapes, cnn_keys, 3)
+    self.mlp_keys = _select(self.shapes, mlp_keys, 1)
+    self._act = get_act(act)
+    self._depth = cnn_depth
+    self.convin, self.convs, self.conv_norms = None, [], []
+    if self.cnn_keys:
+      self._channels = [self.shapes[k][-1] for k in self.cnn_keys]
+      self.convin = built(keras.layers.Dense(32 * cnn_depth, dtype=self.dtype_policy),
+                          (None, in_size))
+      size, channels = 1, 32 * cnn_depth
+      for i, kernel in enumerate(cnn_kernels):
+        last = i == len(cnn_kernels) - 1
+        depth = sum(self._channels) if last else 2 ** (len(cnn_kernels) - i - 2) * cnn_depth
+        conv = keras.layers.Conv2DTranspose(depth, kernel, 2, dtype=self.dtype_policy)
+        self.convs.append(built(conv, (None, size, size, channels)))
+        self.conv_norms.append(None if last else norm_layer(norm, depth, self.dtype_policy))
+        size, channels = (size - 1) * 2 + kernel, depth
+      want = self.shapes[self.cnn_keys[0]][:2]
+      if tuple(want) != (size, size):
+        raise ValueError(f'decoder kernels {list(cnn_kernels)} produce {size}x{size} images, '
+                         f'but the observation {self.cnn_keys[0]!r} is {want[0]}x{want[1]}')
+    self.mlp, self.mlp_heads = None, {}
+    if self.mlp_keys:
+      self.mlp = DenseStack(in_size, mlp_layers, act, norm, dtype=self.dtype_policy)
+      for key in self.mlp_keys:
+        self.mlp_heads[key] = DistLayer(self.mlp.out_size, self.shapes[key], 'mse',
+                                        dtype=self.dtype_policy)
+    self.built = True
+
+  def call(self, feat: tf.Tensor) -> dict:
+    out = {}
+    if self.cnn_keys:
+      x = self.convin(tf.cast(feat, self.compute_dtype))
+      lead = tf.shape(x)[:-1]
+      x = tf.reshape(x, [-1, 1, 1, 32 * self._depth])
+      for i, (conv, norm) in enumerate(zip(self.convs, self.conv_norms)):
+        x = conv(x)
+        if i < len(self.convs) - 1:
+          x = norm(x) if norm is not None else x
+          x = self._act(x)
+      x = tf.reshape(x, tf.concat([lead, tf.shape(x)[1:]], 0))
+      means = tf.split(x, self._channels, -1)
+      for key, mean in zip(self.cnn_keys, means):
+        out[key] = dists.MSEDist(mean, 3)
+    if self.mlp is not None:
+      x = self.mlp(feat)
+      for key, head in self.mlp_heads.items():
+        out[key] = head(x)
+    return out
+
+
+class GRUCell(keras.layers.Layer):
+  """GRU as in the paper's code: one Dense for all gates, optional layer norm, update bias -1.
+
+  The negative update bias makes the cell keep its state early in training.
+  """
+
+  def __init__(self, in_size: int, size: int, norm=True, act='tanh', update_bias=-1.0, **kwargs):
+    super().__init__(**kwargs)
+    self.size, self._act, self._update_bias = size, get_act(act), update_bias
+    self.layer = built(keras.layers.Dense(3 * size, dtype=self.dtype_policy),
+                       (None, in_size + size))
+    self.norm = norm_layer('layer' if norm else 'none', 3 * size, self.dtype_policy)
+    self.built = True
+
+  def call(self, x, state):
+    """x: input in compute dtype; state: float32 `[B, size]`. Returns the new float32 state."""
+    parts = self.layer(tf.concat([x, tf.cast(state, x.dtype)], -1))
+    if self.norm is not None:
+      parts = self.norm(parts)
+    reset, cand, update = tf.split(tf.cast(parts, tf.float32), 3, -1)
+    reset = tf.sigmoid(reset)
+    cand = self._act(reset * cand)
+    update = tf.sigmoid(update + self._update_bias)
+    # The blend runs in float32 so the recurrent state does not lose precision over long
+    # sequences under mixed precision.
+    return update * cand + (1 - update) * state
+
+
+class RSSM(keras.layers.Layer):
+  """Recurrent state-space model (DreamerV2 Sec. 2, Fig. 2).
+
+  State dict: `deter` h_t `[B, deter]`, `stoch` z_t (`[B, stoch, discrete]` one-hot samples, or
+  `[B, stoch]` Gaussian when `discrete=0`), and the statistics of z_t's distribution (`logits`,
+  or `mean`/`std`), all float32.
+
+    img_step: h_t = GRU(h_{t-1}, [z_{t-1}, a_{t-1}]),  prior  p(z_t | h_t)
+    obs_step: prior step, then posterior q(z_t | h_t, embed(x_t))
+  """
+
+  def __init__(self, action_size: int, embed_size: int, hidden=1024, deter=1024, stoch=32,
+               discrete=32, act='elu', norm='none', gru_norm=True, std_act='sigmoid2',
+               min_std=0.1, **kwargs):
+    super().__init__(**kwargs)
+    self._deter, self._stoch, self._discrete = deter, stoch, discrete
+    self._act, self._std_act, self._min_std = get_act(act), std_act, min_std
+    stoch_size = stoch * discrete if discrete else stoch
+    stats_size = stoch * discrete if discrete else 2 * stoch
+    policy = self.dtype_policy
+    dense = lambda units, size: built(keras.layers.Dense(units, dtype=policy), (None, size))
+    self.img_in = dense(hidden, stoch_size + action_size)
+    self.img_in_norm = norm_layer(norm, hidden, policy)
+    self.cell = GRUCell(hidden, deter, norm=gru_norm, dtype=policy)
+    self.img_out = dense(hidden, deter)
+    self.img_out_norm = norm_layer(norm, hidden, policy)
+    self.img_dist = dense(stats_size, hidden)
+    self.obs_out = dense(hidden, deter + embed_size)
+    self.obs_out_norm = norm_layer(norm, hidden, policy)
+    self.obs_dist = dense(stats_size, hidden)
+    self.feat_size = deter + stoch_size
+    self.built = True
+
+  def initial(self, batch_size) -> dict:
+    """The all-zero state the paper's code starts and resets to."""
+    zeros = lambda *shape: tf.zeros([batch_size, *shape], tf.float32)
+    if self._discrete:
+      return {'deter': zeros(self._deter), 'stoch': zeros(self._stoch, self._discrete),
+              'logits': zeros(self._stoch, self._discrete)}
+    return {'deter': zeros(self._deter), 'stoch': zeros(self._stoch),
+            'mean': zeros(self._stoch), 'std': zeros(self._stoch)}
+
+  def get_feat(self, state: dict) -> tf.Tensor:
+    """feat = concat(flatten(z), h), float32 `[..., feat_size]`."""
+    stoch = state['stoch']
+    if self._discrete:
+      stoch = tf.reshape(stoch, tf.concat([tf.shape(stoch)[:-2], [-1]], 0))
+    return tf.concat([stoch, state['deter']], -1)
+
+  def get_dist(self, state: dict):
+    if self._discrete:
+      return dists.OneHotDist(state['logits'], event_dims=1)
+    return dists.NormalDist(state['mean'], state['std'], event_dims=1)
+
+  def _stats(self, layer, x) -> dict:
+    x = tf.cast(layer(x), tf.float32)
+    if self._discrete:
+      shape = tf.concat([tf.shape(x)[:-1], [self._stoch, self._discrete]], 0)
+      return {'logits': tf.reshape(x, shape)}
+    mean, std = tf.split(x, 2, -1)
+    std = {
+        'softplus': lambda: tf.nn.softplus(std),
+        'sigmoid': lambda: tf.sigmoid(std),
+        'sigmoid2': lambda: 2 * tf.sigmoid(std / 2),
+    }[self._std_act]()
+    return {'mean': mean, 'std': std + self._min_std}
+
+  def _layer(self, dense, norm, x):
+    x = dense(x)
+    x = norm(x) if norm is not None else x
+    return self._act(x)
+
+  def img_step(self, prev_state: dict, prev_action: tf.Tensor, sample: bool = True) -> dict:
+    """One prior step. prev_action: `[B, A]` (one-hot for discrete actions)."""
+    prev_stoch = prev_state['stoch']
+    if self._discrete:
+      prev_stoch = tf.reshape(prev_stoch, [-1, self._stoch * self._discrete])
+    x = tf.concat([tf.cast(prev_stoch, self.compute_dtype),
+                   tf.cast(prev_action, self.compute_dtype)], -1)
+    x = self._layer(self.img_in, self.img_in_norm, x)
+    deter = self.cell(x, prev_state['deter'])
+    x = self._layer(self.img_out, self.img_out_norm, tf.cast(deter, self.compute_dtype))
+    stats = self._stats(self.img_dist, x)
+    dist = self.get_dist(stats)
+    stoch = dist.sample() if sample else dist.mode()
+    return {'stoch': stoch, 'deter': deter, **stats}
+
+  def obs_step(self, prev_state: dict, prev_action: tf.Tensor, embed: tf.Tensor,
+               is_first: tf.Tensor, sample: bool = True) -> tuple[dict, dict]:
+    """One posterior step; `is_first` resets the state and action to zeros first."""
+    keep = 1.0 - tf.cast(is_first, tf.float32)
+    mask = lambda x: x * tf.reshape(tf.cast(keep, x.dtype), [-1] + [1] * (x.shape.rank - 1))
+    prev_state = {k: mask(v) for k, v in prev_state.items()}
+    prior = self.img_step(prev_state, mask(prev_action), sample)
+    x = tf.concat([tf.cast(prior['deter'], self.compute_dtype),
+                   tf.cast(embed, self.compute_dtype)], -1)
+    x = self._layer(self.obs_out, self.obs_out_norm, x)
+    stats = self._stats(self.obs_dist, x)
+    dist = self.get_dist(stats)
+    stoch = dist.sample() if sample else dist.mode()
+    return {'stoch': stoch, 'deter': prior['deter'], **stats}, prior
+
+  def observe(self, embed: tf.Tensor, action: tf.Tensor, is_first: tf.Tensor,
+              state: dict | None = None, sample: bool = True) -> tuple[dict, dict]:
+    """Posteriors and priors over a batch-major sequence `[B, T, ...]` (T must be static).
+
+    action[:, t] is the action that led *into* step t (a_{t-1} in the paper's notation), as the
+    replay stores it; it is zero at `is_first` steps.
+    """
+    if state is None:
+      state = self.initial(tf.shape(action)[0])
+    posts, priors = [], []
+    for t in range(action.shape[1]):
+      state, prior = self.obs_step(state, action[:, t], embed[:, t], is_first[:, t], sample)
+      posts.append(state)
+      priors.append(prior)
+    stack = lambda seq: {k: tf.stack([s[k] for s in seq], 1) for k in seq[0]}
+    return stack(posts), stack(priors)
+
+  def imagine(self, action: tf.Tensor, state: dict, sample: bool = True) -> dict:
+    """Open-loop priors for batch-major actions `[B, T, A]` from `state` (`[B, ...]`)."""
+    priors = []
+    for t in range(action.shape[1]):
+      state = self.img_step(state, action[:, t], sample)
+      priors.append(state)
+    return {k: tf.stack([s[k] for s in priors], 1) for k in priors[0]}
+
+  def kl_loss(self, post: dict, prior: dict, forward=False, balance=0.8, free=0.0,
+              free_avg=True) -> tuple[tf.Tensor, tf.Tensor]:
+    """KL balancing (DreamerV2 Sec. 2, Algorithm 2).
+
+    With forward=False and balance=alpha:
+      loss = alpha * KL(sg(post) || prior) + (1 - alpha) * KL(post || sg(prior))
+    so alpha of the gradient trains the prior toward the posterior and 1 - alpha regularises the
+    posterior. `free` nats clip the loss from below, per step or (free_avg) on the batch mean.
+    Returns (scalar loss, per-step KL value `[B, T]`).
+    """
+    kld = lambda lhs, rhs: tfd_kl(self.get_dist(lhs), self.get_dist(rhs))
+    sg = lambda state: {k: tf.stop_gradient(v) for k, v in state.items()}
+    lhs, rhs = (prior, post) if forward else (post, prior)
+    mix = balance if forward else 1 - balance
+    if balance == 0.5:
+      value = kld(lhs, rhs)
+      loss = tf.reduce_mean(tf.maximum(value, free))
+      return loss, value
+    value_lhs = value = kld(lhs, sg(rhs))
+    value_rhs = kld(sg(lhs), rhs)
+    if free_avg:
+      loss_lhs = tf.maximum(tf.reduce_mean(value_lhs), free)
+      loss_rhs = tf.maximum(tf.reduce_mean(value_rhs), free)
+    else:
+      loss_lhs = tf.reduce_mean(tf.maximum(value_lhs, free))
+      loss_rhs = tf.reduce_mean(tf.maximum(value_rhs, free))
+    return mix * loss_lhs + (1 - mix) * loss_rhs, value
+
+
+def tfd_kl(lhs, rhs) -> tf.Tensor:
+  """KL(lhs || rhs) of two wrapped distributions, float32."""
+  return dists.tfd.kl_divergence(lhs.dist, rhs.dist)

@@ -1,0 +1,29 @@
+"""Packaging for dreamerv2_tf: a TensorFlow 2 / Keras 3 port of DreamerV2."""
+import setuptools
+
+setuptools.setup(
+    name='dreamerv2_tf',
+    version='0.1.0',
+    description='DreamerV2 (Mastering Atari with Discrete World Models) in TensorFlow 2 / Keras 3',
+    long_description=open('README.md').read(),
+    long_description_content_type='text/markdown',
+    packages=setuptools.find_packages(include=['dreamerv2_tf', 'dreamerv2_tf.*']),
+    package_data={'dreamerv2_tf': ['configs.yaml']},
+    python_requires='>=3.10',
+    install_requires=[
+        'tensorflow>=2.21,<2.22',
+        'tensorflow-probability>=0.25,<0.26',
+        'tf-keras>=2.21,<2.22',
+        'gymnasium>=1.0,<2',
+        'ale-py>=0.12,<0.13',
+        'dm-control>=1.0.50',
+        'mujoco>=3.2,<4',
+        'absl-py',
+        'ruamel.yaml',
+        'numpy',
+    ],
+    extras_require={
+        'test': ['pytest>=8', 'pytest-timeout'],
+    },
+    license='MIT',
+)
