@@ -1,5 +1,24 @@
 """Packaging for dreamerv2_tf: a TensorFlow 2 / Keras 3 port of DreamerV2."""
+import os
+
 import setuptools
+from setuptools.command.build_py import build_py
+
+
+class BuildPyWithConfigs(build_py):
+    """Copy the top-level configs.yaml into the built package, where an installed
+    dreamerv2_tf.config looks for it (editable installs read the top-level file directly)."""
+
+    def run(self):
+        super().run()
+        if not getattr(self, 'editable_mode', False):
+            target = os.path.join(self.build_lib, 'dreamerv2_tf', 'configs.yaml')
+            self.mkpath(os.path.dirname(target))
+            self.copy_file('configs.yaml', target)
+
+    def get_source_files(self):
+        return super().get_source_files() + ['configs.yaml']  # so an sdist ships it too
+
 
 setuptools.setup(
     name='dreamerv2_tf',
@@ -9,6 +28,7 @@ setuptools.setup(
     long_description_content_type='text/markdown',
     packages=setuptools.find_packages(include=['dreamerv2_tf', 'dreamerv2_tf.*']),
     package_data={'dreamerv2_tf': ['configs.yaml']},
+    cmdclass={'build_py': BuildPyWithConfigs},
     python_requires='>=3.10',
     install_requires=[
         'tensorflow>=2.21,<2.22',

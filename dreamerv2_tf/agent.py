@@ -293,8 +293,10 @@ class Agent(tf.Module):
     self.ac = ActorCritic(config, self.act_space, self.wm.rssm.feat_size, self.step,
                           self.dtype, loss_scale)
     self._discrete = isinstance(self.act_space, gym.spaces.Discrete)
-    wrap = (lambda fn: tf.function(fn, jit_compile=bool(config.xla))) if config.jit else (
-        lambda fn: fn)
+    # autograph=False: the traced code has no tensor-dependent Python control flow (tf.cond is
+    # explicit), and converting the config and Keras internals only costs trace time.
+    wrap = (lambda fn: tf.function(fn, jit_compile=bool(config.xla), autograph=False)
+            if config.jit else fn)
     self._train_fn = wrap(self._train)
     self._policy_fns = {mode: wrap(self._make_policy(mode)) for mode in ('train', 'explore', 'eval')}
 

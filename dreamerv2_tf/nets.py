@@ -261,7 +261,8 @@ class GRUCell(keras.layers.Layer):
   """
 
   def __init__(self, in_size: int, size: int, norm=True, act='tanh', update_bias=-1.0, **kwargs):
-    super().__init__(**kwargs)
+    # No autocast: the recurrent state stays float32 (see call).
+    super().__init__(autocast=False, **kwargs)
     self.size, self._act, self._update_bias = size, get_act(act), update_bias
     self.layer = built(keras.layers.Dense(3 * size, dtype=self.dtype_policy),
                        (None, in_size + size))

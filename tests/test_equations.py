@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from dreamerv2_tf.agent import Agent
 from dreamerv2_tf.returns import discount_weights, lambda_return
-from tests.conftest import make_batch, make_spaces
+from dreamerv2_tf.synthetic import make_batch, make_spaces
 
 
 def np_lambda_return(reward, value, disc, bootstrap, lam):

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from dreamerv2_tf import dists, load_config
 from dreamerv2_tf.agent import Agent
-from tests.conftest import make_batch, make_spaces
+from dreamerv2_tf.synthetic import make_batch, make_spaces
 
 
 @pytest.mark.parametrize('method', ['sample', 'mode'])

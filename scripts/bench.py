@@ -1,0 +1,166 @@
+"""Benchmark of the agent's train step and policy step, per precision/XLA variant.
+
+  python scripts/bench.py                                  # atari preset, variants 32 and bf16
+  python scripts/bench.py --variants 32,bf16,32+xla --steps 10 --out bench.json
+  python scripts/bench.py --configs atari debug --steps 3  # quick smoke run
+
+Builds the agent at the preset on a synthetic batch (64x64x1 images, 6 actions by default) and
+prints a table and JSON: first-call (trace/compile) time, median and min train step, batch-1
+policy latency, parameter counts, analytic FLOPs per train step and achieved GFLOP/s, and the
+matmul peak measured in the same run. Other arguments override config keys (`--rssm.deter 200`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np  # noqa: E402
+
+from dreamerv2_tf.config import main_guard, load_config  # noqa: E402
+
+
+def parse(argv):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--configs', nargs='+', default=['atari'])
+  parser.add_argument('--variants', default='32,bf16',
+                      help='comma-separated: 32, bf16, 16, each optionally +xla')
+  parser.add_argument('--steps', type=int, default=10, help='timed train steps per variant')
+  parser.add_argument('--policy-steps', type=int, default=200)
+  parser.add_argument('--image', default='64,64,1', help='image shape H,W,C')
+  parser.add_argument('--actions', type=int, default=6)
+  parser.add_argument('--out', default='', help='also write the JSON here')
+  args, rest = parser.parse_known_args(argv)
+  for variant in args.variants.split(','):
+    prec, _, xla = variant.partition('+')
+    if prec not in ('32', '16', 'bf16') or xla not in ('', 'xla'):
+      parser.error(f'variant {variant!r}: expected 32, 16 or bf16, optionally with +xla')
+  return args, rest
+
+
+def matmul_peak(tf, dtype, size=2048, repeats=20) -> float:
+  """GFLOP/s of a square matmul chain, the hardware reference for the train step."""
+  a = tf.random.normal((size, size), dtype=tf.float32)
+  a = tf.cast(a, dtype)
+  fn = tf.function(lambda x: tf.reduce_sum(tf.cast(x @ x, tf.float32)))
+  fn(a).numpy()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn(a).numpy()
+    times.append(time.perf_counter() - start)
+  return 2 * size ** 3 / min(times) / 1e9
+
+
+def bench_variant(config, spaces, batch, variant, steps, policy_steps) -> dict:
+  import tensorflow as tf
+  from dreamerv2_tf import flops
+  from dreamerv2_tf.agent import Agent
+  prec, _, xla = variant.partition('+')
+  config = config.update({'precision': prec, 'xla': bool(xla), 'jit': True})
+  tf.keras.backend.clear_session()
+  agent = Agent(config, *spaces)
+  start = time.perf_counter()
+  metrics = agent.train(batch)
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    metrics = agent.train(batch)
+    times.append(time.perf_counter() - start)
+  obs = {k: v[:1, 0] for k, v in batch.items() if k != 'action'}
+  state = None
+  for _ in range(5):
+    _, state = agent.policy(obs, state, 'train')
+  lat = []
+  for _ in range(policy_steps):
+    start = time.perf_counter()
+    _, state = agent.policy(obs, state, 'train')
+    lat.append(time.perf_counter() - start)
+  B, T = batch['action'].shape[:2]
+  fl = flops.train_step_flops(agent, B, T)
+  count = lambda mods: sum(int(np.prod(v.shape)) for m in mods for v in m.trainable_variables)
+  median = statistics.median(times)
+  return {
+      'variant': variant, 'precision': prec, 'xla': bool(xla),
+      'first_call_s': round(first, 3), 'train_step_median_s': round(median, 4),
+      'train_step_min_s': round(min(times), 4),
+      'policy_step_median_ms': round(1e3 * statistics.median(lat), 3),
+      'policy_step_min_ms': round(1e3 * min(lat), 3),
+      'gflop_per_train_step': round(fl['total'] / 1e9, 1),
+      'gflop_by_phase': {k: round(v / 1e9, 1) for k, v in fl.items() if k != 'total'},
+      'achieved_gflops': round(fl['total'] / median / 1e9, 1),
+      'params': {'world_model': count(agent.wm.modules_), 'actor': count([agent.ac.actor]),
+                 'critic': count([agent.ac.critic])},
+      'model_loss': round(metrics['model_loss'], 4),
+      'finite': bool(all(np.isfinite(v) for v in metrics.values())),
+  }
+
+
+def main(argv=None):
+  args, rest = parse(sys.argv[1:] if argv is None else argv)
+  config = load_config(args.configs, rest)
+  import tensorflow as tf
+  from dreamerv2_tf import precision
+  from dreamerv2_tf.synthetic import make_batch, make_spaces
+  tf.random.set_seed(config.seed)
+  image = tuple(int(x) for x in args.image.split(','))
+  spaces = make_spaces(image=image, actions=args.actions)
+  batch = make_batch(*spaces, batch=config.dataset.batch, length=config.dataset.length,
+                     seed=config.seed)
+  result = {
+      'configs': args.configs, 'overrides': rest, 'image': list(image), 'actions': args.actions,
+      'batch': [config.dataset.batch, config.dataset.length],
+      'machine': {'cpus': os.cpu_count(), 'processor': platform.processor() or platform.machine(),
+                  'gpu': precision.has_gpu(), 'tensorflow': tf.__version__},
+      'matmul_peak_gflops': {'float32': round(matmul_peak(tf, tf.float32), 1),
+                             'bfloat16': round(matmul_peak(tf, tf.bfloat16), 1)},
+      'variants': [],
+  }
+  for variant in args.variants.split(','):
+    print(f'benchmarking {variant} ...', file=sys.stderr, flush=True)
+    result['variants'].append(
+        bench_variant(config, spaces, batch, variant, args.steps, args.policy_steps))
+  base = result['variants'][0]
+  for row in result['variants']:
+    row['train_speedup_vs_first'] = round(base['train_step_median_s'] / row['train_step_median_s'], 2)
+    row['policy_speedup_vs_first'] = round(
+        base['policy_step_median_ms'] / row['policy_step_median_ms'], 2)
+    peak = result['matmul_peak_gflops']['bfloat16' if row['precision'] == 'bf16' else 'float32']
+    row['fraction_of_matmul_peak'] = round(row['achieved_gflops'] / peak, 3)
+  print_table(result)
+  text = json.dumps(result, indent=2)
+  print(text)
+  if args.out:
+    write_atomic(args.out, text + '\n')
+
+
+def print_table(result):
+  cols = ('variant', 'first_call_s', 'train_step_median_s', 'train_step_min_s',
+          'achieved_gflops', 'fraction_of_matmul_peak', 'policy_step_median_ms',
+          'train_speedup_vs_first')
+  rows = [[str(row[c]) for c in cols] for row in result['variants']]
+  widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+  line = lambda cells: '  '.join(c.rjust(w) for c, w in zip(cells, widths))
+  print(f"matmul peak GFLOP/s: {result['matmul_peak_gflops']}", file=sys.stderr)
+  print(line(cols), file=sys.stderr)
+  for r in rows:
+    print(line(r), file=sys.stderr)
+
+
+def write_atomic(path, text):
+  folder = os.path.dirname(os.path.abspath(path))
+  with tempfile.NamedTemporaryFile('w', dir=folder, delete=False, suffix='.tmp') as f:
+    f.write(text)
+  os.replace(f.name, path)
+
+
+if __name__ == '__main__':
+  main_guard(main)
