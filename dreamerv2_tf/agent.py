@@ -102,13 +102,35 @@ class WorldModel(tf.Module):
     metrics.update(self.opt(tape, model_loss))
     return outputs, metrics
 
+  def video_pred(self, data: dict, key: str, context: int = 5) -> tf.Tensor:
+    """Open-loop prediction video, as in the paper: truth / model / error stacked vertically.
+
+    The model sees `context` frames, then imagines the rest from the replayed actions alone.
+    Returns `[T, 3 * H, B * W, C]` floats in [0, 1] for up to 6 sequences of `data`.
+    """
+    decoder = self.heads['decoder']
+    data = {k: v[:6] for k, v in data.items()}
+    truth = data[key] + 0.5
+    embed = self.encoder(data)
+    states, _ = self.rssm.observe(embed[:, :context], data['action'][:, :context],
+                                  data['is_first'][:, :context])
+    recon = decoder(self.rssm.get_feat(states))[key].mode()
+    init = {k: v[:, -1] for k, v in states.items()}
+    prior = self.rssm.imagine(data['action'][:, context:], init)
+    openl = decoder(self.rssm.get_feat(prior))[key].mode()
+    model = tf.clip_by_value(tf.concat([recon, openl], 1) + 0.5, 0, 1)
+    error = (model - truth + 1) / 2
+    video = tf.concat([truth, model, error], 2)  # [B, T, 3H, W, C]
+    B, T, H, W, C = video.shape
+    return tf.reshape(tf.transpose(video, [1, 2, 0, 3, 4]), [T, H, B * W, C])
+
   def imagine(self, actor, start: dict, is_terminal: tf.Tensor, horizon: int) -> dict:
     """Rolls the actor out in the model from every start state, time-major `[H+1, B*T, ...]`.
 
     seq['action'][t] is the action that led into state t (zeros at t=0). seq['discount'][0] is
     the true discount of the start state from replay, later ones are the discount head's mean.
     """
-    flat = lambda x: tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
+    flat = lambda x: tf.reshape(x, [-1] + nets.dims(x)[2:])
     state = {k: tf.stop_gradient(flat(v)) for k, v in start.items()}
     feat = self.rssm.get_feat(state)
     seq = {k: [v] for k, v in state.items()}
@@ -298,7 +320,20 @@ class Agent(tf.Module):
     wrap = (lambda fn: tf.function(fn, jit_compile=bool(config.xla), autograph=False)
             if config.jit else fn)
     self._train_fn = wrap(self._train)
+    self._report_fn = wrap(self._report)
     self._policy_fns = {mode: wrap(self._make_policy(mode)) for mode in ('train', 'explore', 'eval')}
+
+  def report(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Open-loop video predictions of the world model for the image keys of a batch."""
+    data = self._check_batch(batch)
+    if data['action'].shape[1] < 6:
+      return {}
+    return {f'openl_{k}': v.numpy() for k, v in self._report_fn(data).items()}
+
+  def _report(self, data):
+    data = self.wm.preprocess(data)
+    keys = self.wm.heads['decoder'].cnn_keys
+    return {key: self.wm.video_pred(data, key) for key in keys}
 
   def _train(self, data):
     data = self.wm.preprocess(data)

@@ -34,6 +34,16 @@ def built(layer: keras.layers.Layer, shape: Sequence) -> keras.layers.Layer:
   return layer
 
 
+def dims(x: tf.Tensor) -> list:
+  """The shape of x as a list: static ints where known, scalar tensors elsewhere.
+
+  Reshaping with this list (rather than `tf.shape(x)`) keeps the static dimensions in the
+  graph, so convolution and matmul kernels are chosen for known shapes.
+  """
+  dynamic = tf.shape(x)
+  return [d if d is not None else dynamic[i] for i, d in enumerate(x.shape.as_list())]
+
+
 def norm_layer(norm: str, size: int, dtype) -> keras.layers.Layer | None:
   if norm == 'none':
     return None
@@ -92,7 +102,7 @@ class DistLayer(keras.layers.Layer):
   def call(self, x):
     x = tf.cast(x, self.compute_dtype)
     out = tf.cast(self.out(x), tf.float32)
-    out = tf.reshape(out, tf.concat([tf.shape(out)[:-1], self._shape], 0))
+    out = tf.reshape(out, dims(out)[:-1] + list(self._shape))
     n = len(self._shape)
     if self._dist == 'mse':
       return dists.MSEDist(out, n)
@@ -101,7 +111,7 @@ class DistLayer(keras.layers.Layer):
     if self._dist == 'onehot':
       return dists.OneHotDist(out)
     std = tf.cast(self.std(x), tf.float32)
-    std = tf.reshape(std, tf.shape(out))
+    std = tf.reshape(std, dims(out))
     if self._dist == 'normal':
       return dists.NormalDist(out, tf.nn.softplus(std) + self._min_std)
     if self._dist == 'tanh_normal':
@@ -177,13 +187,13 @@ class Encoder(keras.layers.Layer):
     outputs = []
     if self.cnn_keys:
       x = tf.concat([tf.cast(data[k], self.compute_dtype) for k in self.cnn_keys], -1)
-      lead = tf.shape(x)[:-3]
-      x = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-3:]], 0))
+      lead = dims(x)[:-3]
+      x = tf.reshape(x, [-1] + x.shape[-3:].as_list())
       for conv, norm in zip(self.convs, self.conv_norms):
         x = conv(x)
         x = norm(x) if norm is not None else x
         x = self._act(x)
-      x = tf.reshape(x, tf.concat([lead, [x.shape[1] * x.shape[2] * x.shape[3]]], 0))
+      x = tf.reshape(x, lead + [x.shape[1] * x.shape[2] * x.shape[3]])
       outputs.append(x)
     if self.mlp is not None:
       x = tf.concat([tf.cast(data[k], self.compute_dtype) for k in self.mlp_keys], -1)
@@ -236,14 +246,14 @@ class Decoder(keras.layers.Layer):
     out = {}
     if self.cnn_keys:
       x = self.convin(tf.cast(feat, self.compute_dtype))
-      lead = tf.shape(x)[:-1]
+      lead = dims(x)[:-1]
       x = tf.reshape(x, [-1, 1, 1, 32 * self._depth])
       for i, (conv, norm) in enumerate(zip(self.convs, self.conv_norms)):
         x = conv(x)
         if i < len(self.convs) - 1:
           x = norm(x) if norm is not None else x
           x = self._act(x)
-      x = tf.reshape(x, tf.concat([lead, tf.shape(x)[1:]], 0))
+      x = tf.reshape(x, lead + x.shape[1:].as_list())
       means = tf.split(x, self._channels, -1)
       for key, mean in zip(self.cnn_keys, means):
         out[key] = dists.MSEDist(mean, 3)
@@ -329,7 +339,7 @@ class RSSM(keras.layers.Layer):
     """feat = concat(flatten(z), h), float32 `[..., feat_size]`."""
     stoch = state['stoch']
     if self._discrete:
-      stoch = tf.reshape(stoch, tf.concat([tf.shape(stoch)[:-2], [-1]], 0))
+      stoch = tf.reshape(stoch, dims(stoch)[:-2] + [self._stoch * self._discrete])
     return tf.concat([stoch, state['deter']], -1)
 
   def get_dist(self, state: dict):
@@ -340,8 +350,7 @@ class RSSM(keras.layers.Layer):
   def _stats(self, layer, x) -> dict:
     x = tf.cast(layer(x), tf.float32)
     if self._discrete:
-      shape = tf.concat([tf.shape(x)[:-1], [self._stoch, self._discrete]], 0)
-      return {'logits': tf.reshape(x, shape)}
+      return {'logits': tf.reshape(x, dims(x)[:-1] + [self._stoch, self._discrete])}
     mean, std = tf.split(x, 2, -1)
     std = {
         'softplus': lambda: tf.nn.softplus(std),
@@ -374,7 +383,7 @@ class RSSM(keras.layers.Layer):
                is_first: tf.Tensor, sample: bool = True) -> tuple[dict, dict]:
     """One posterior step; `is_first` resets the state and action to zeros first."""
     keep = 1.0 - tf.cast(is_first, tf.float32)
-    mask = lambda x: x * tf.reshape(tf.cast(keep, x.dtype), [-1] + [1] * (x.shape.rank - 1))
+    mask = lambda x: x * tf.reshape(tf.cast(keep, x.dtype), [-1] + [1] * (len(x.shape) - 1))
     prev_state = {k: mask(v) for k, v in prev_state.items()}
     prior = self.img_step(prev_state, mask(prev_action), sample)
     x = tf.concat([tf.cast(prior['deter'], self.compute_dtype),

@@ -126,8 +126,9 @@ def main(argv=None):
   }
   for variant in args.variants.split(','):
     print(f'benchmarking {variant} ...', file=sys.stderr, flush=True)
-    result['variants'].append(
-        bench_variant(config, spaces, batch, variant, args.steps, args.policy_steps))
+    row = bench_variant(config, spaces, batch, variant, args.steps, args.policy_steps)
+    print(json.dumps(row), file=sys.stderr, flush=True)  # Partial results survive a kill.
+    result['variants'].append(row)
   base = result['variants'][0]
   for row in result['variants']:
     row['train_speedup_vs_first'] = round(base['train_step_median_s'] / row['train_step_median_s'], 2)

@@ -171,3 +171,17 @@ def test_checkpoint_round_trip_restores_the_policy(tmp_path):
   for a, b in zip(agent.wm.opt.opt.variables, other.wm.opt.opt.variables):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   assert int(other.ac.updates.numpy()) == 1
+
+
+def test_gaussian_latents_ablation_trains():
+  config = load_config(['atari', 'debug'], ['--rssm.discrete', '0', '--rssm.stoch', '6'])
+  obs_space, act_space = make_spaces()
+  agent = Agent(config, obs_space, act_space)
+  assert agent.wm.rssm.feat_size == config.rssm.deter + 6
+  batch = make_batch(obs_space, act_space)
+  metrics = agent.train(batch)
+  assert all(np.isfinite(v) for v in metrics.values()), metrics
+  post, prior = agent.wm.rssm.observe(
+      agent.wm.encoder(agent.wm.preprocess(batch)), batch['action'], batch['is_first'])
+  assert post['stoch'].shape == (4, 10, 6) and 'mean' in post and 'logits' not in post
+  assert float(tf.reduce_min(post['std'])) >= config.rssm.min_std

@@ -1,0 +1,157 @@
+"""Logging of a run: a terminal line per period, `metrics.jsonl`, and TensorBoard.
+
+Every record carries `step` in environment frames (agent steps x action repeat), the unit of the
+paper's curves. `metrics.jsonl` holds one JSON object per line (`pandas.read_json(path,
+lines=True)` reads it); lines are flushed as written, so a killed run keeps what it logged.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import pathlib
+import sys
+import time
+from typing import Mapping
+
+import numpy as np
+
+# Keys shown on the terminal line, in this order, when present.
+TERMINAL_KEYS = ('train_return', 'eval_return', 'model_loss', 'image_loss', 'reward_loss',
+                 'kl_loss', 'actor_loss', 'critic_loss', 'actor_ent', 'fps', 'train_steps_per_s')
+
+
+class Logger:
+  """Collects scalars, images and videos, and writes them to all outputs on `write()`."""
+
+  def __init__(self, logdir: str | pathlib.Path, multiplier: int = 1, tensorboard: bool = True,
+               total_frames: float | None = None, stream=sys.stdout):
+    self.logdir = pathlib.Path(logdir)
+    self.logdir.mkdir(parents=True, exist_ok=True)
+    self.multiplier = multiplier
+    self.total_frames = total_frames
+    self.stream = stream
+    self._scalars: dict[str, float] = {}
+    self._videos: dict[str, np.ndarray] = {}
+    self._jsonl = open(self.logdir / 'metrics.jsonl', 'a', buffering=1)
+    self._writer = None
+    if tensorboard:
+      import tensorflow as tf
+      self._writer = tf.summary.create_file_writer(str(self.logdir), max_queue=1000)
+    self._last_time, self._last_frames = None, None
+    self._start = time.time()
+
+  def frames(self, agent_steps: int) -> int:
+    return int(agent_steps) * self.multiplier
+
+  def scalar(self, name: str, value) -> None:
+    self._scalars[name] = float(value)
+
+  def add(self, metrics: Mapping[str, float], prefix: str = '') -> None:
+    for key, value in metrics.items():
+      self.scalar(f'{prefix}{key}', value)
+
+  def video(self, name: str, frames: np.ndarray) -> None:
+    """frames: `[T, H, W, C]` uint8 or floats in [0, 1]."""
+    self._videos[name] = np.asarray(frames)
+
+  def write(self, agent_steps: int, fps: bool = False) -> None:
+    step = self.frames(agent_steps)
+    if fps:
+      now = time.time()
+      if self._last_time is not None and now > self._last_time:
+        self._scalars['fps'] = (step - self._last_frames) / (now - self._last_time)
+      self._last_time, self._last_frames = now, step
+    scalars = {k: v for k, v in self._scalars.items() if math.isfinite(v)}
+    if scalars:
+      self._jsonl.write(json.dumps({'step': step, **scalars}) + '\n')
+      self._terminal(step, scalars)
+    if self._writer is not None:
+      import tensorflow as tf
+      with self._writer.as_default():
+        for key, value in scalars.items():
+          tf.summary.scalar(key, value, step)
+        for key, value in self._videos.items():
+          _video_summary(key, value, step)
+      self._writer.flush()
+    self._scalars.clear()
+    self._videos.clear()
+
+  def _terminal(self, step: int, scalars: dict) -> None:
+    parts = [f'[{step:,} frames]']
+    for key in TERMINAL_KEYS:
+      if key in scalars:
+        parts.append(f'{key} {_fmt(scalars[key])}')
+    if self.total_frames and 'fps' in scalars and scalars['fps'] > 0:
+      parts.append(f'ETA {_duration((self.total_frames - step) / scalars["fps"])}')
+    print(' / '.join(parts), file=self.stream, flush=True)
+
+  def close(self) -> None:
+    self._jsonl.close()
+    if self._writer is not None:
+      self._writer.close()
+
+
+def _fmt(value: float) -> str:
+  if value == 0 or 1e-3 <= abs(value) < 1e5:
+    return f'{value:.3f}'.rstrip('0').rstrip('.') if abs(value) < 100 else f'{value:.1f}'
+  return f'{value:.2e}'
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  days, rest = divmod(seconds, 86400)
+  hours, rest = divmod(rest, 3600)
+  minutes = rest // 60
+  return f'{days}d {hours}h' if days else f'{hours}h {minutes:02d}m'
+
+
+def _video_summary(name: str, video: np.ndarray, step: int) -> None:
+  """Writes a video as an animated GIF image summary, which TensorBoard plays."""
+  import tensorflow as tf
+  if np.issubdtype(video.dtype, np.floating):
+    video = np.clip(255 * video, 0, 255).astype(np.uint8)
+  T, H, W, C = video.shape
+  try:
+    gif = encode_gif(video)
+  except ImportError:  # Without Pillow: the first frames as a plain image.
+    tf.summary.image(name, video[:8], step, max_outputs=8)
+    return
+  summary = tf.compat.v1.Summary()
+  image = tf.compat.v1.Summary.Image(height=H, width=W, colorspace=C)
+  image.encoded_image_string = gif
+  summary.value.add(tag=name, image=image)
+  tf.summary.experimental.write_raw_pb(summary.SerializeToString(), step)
+
+
+def encode_gif(video: np.ndarray, fps: int = 16) -> bytes:
+  """`[T, H, W, C]` uint8 frames to GIF bytes (needs Pillow)."""
+  from PIL import Image
+  frames = [Image.fromarray(f[..., 0] if f.shape[-1] == 1 else f) for f in video]
+  buffer = io.BytesIO()
+  frames[0].save(buffer, format='GIF', save_all=True, append_images=frames[1:],
+                 duration=int(1000 / fps), loop=0)
+  return buffer.getvalue()
+
+
+class Progress:
+  """A one-line progress bar for long phases (prefill, evaluation) on a terminal stream."""
+
+  def __init__(self, label: str, total: int, stream=sys.stdout):
+    self.label, self.total, self.stream = label, max(int(total), 1), stream
+    self._start, self._shown = time.time(), -1
+
+  def update(self, done: int) -> None:
+    percent = min(100, int(100 * done / self.total))
+    if percent == self._shown:
+      return
+    self._shown = percent
+    bar = '#' * (percent // 4) + '.' * (25 - percent // 4)
+    rate = done / max(time.time() - self._start, 1e-6)
+    end = '\n' if percent >= 100 else ''
+    print(f'\r{self.label} [{bar}] {done:,}/{self.total:,} ({rate:.0f}/s)', end=end,
+          file=self.stream, flush=True)
+
+  def close(self) -> None:
+    if self._shown < 100:
+      print(file=self.stream, flush=True)

@@ -1,0 +1,372 @@
+"""Replay buffer: episodes stored as compressed chunk files, sequences sampled for training.
+
+Storage. An episode is written as one or more files `<timestamp>-<episode id>-<chunk
+index>-<length>.npz`, each an independent segment for sampling. While an episode runs, its
+oldest `chunk` pending steps are written once `chunk + minlen` are pending; holding `minlen`
+steps back makes the piece written at `is_last` at least `minlen` long, so episode ends stay
+sampleable. A 27k-step Atari episode is thus trainable and crash-safe after ~1k steps, and
+a crash loses < `chunk + minlen` steps per running episode. Independent segments (not
+chunks linked by episode id) keep loading, eviction and sampling per file; the only cost is
+that sampled sequences (<= `maxlen` steps) never cross a chunk boundary. Files are written
+atomically (hidden `.tmp` file in the same directory, fsync, `os.replace`), so a crash never
+leaves a half-written `.npz`; stray `.tmp` files are ignored, not deleted, as another
+process may still be writing them.
+
+Memory. Segments live in RAM as stacked numpy arrays (`log_*` keys stay on disk only);
+`bytes_per_step()` gives the RAM per step. For Atari (64x64x1 uint8 image 4096 B, float32
+reward 4 B, three bool flags 3 B, 6-dim float32 one-hot action 24 B) it is 4127 B, so the
+default capacity of 2e6 steps needs ~8.3 GB. To fit a budget, set `capacity = budget_bytes
+// bytes_per_step(example)`; unsaved tails of running episodes (< `chunk + minlen` steps per
+worker) come on top. One-hot actions as uint8 would be lossless but save only 18 B/step.
+"""
+from __future__ import annotations
+
+import collections
+import datetime
+import math
+import os
+import pathlib
+import threading
+import uuid
+import warnings
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+REQUIRED = ('is_first', 'is_last')
+
+
+def _storage_dtype(dtype) -> np.dtype:
+  # float64/int64 come from Python scalars; the agent and tf.data expect 32-bit values.
+  dtype = np.dtype(dtype)
+  wide = dtype.kind in 'fi' and dtype.itemsize > 4
+  return np.dtype({'f': np.float32, 'i': np.int32}[dtype.kind]) if wide else dtype
+
+
+def _convert(key: str, value: Any) -> np.ndarray:
+  # Copy, because environments may reuse (and later overwrite) their observation buffers.
+  value = np.asarray(value)
+  if value.dtype.kind == 'O':
+    raise ValueError(f'key {key!r} has dtype object; allowed: numeric, bool or string values')
+  return np.array(value, dtype=_storage_dtype(value.dtype))
+
+
+def _int(name: str, value: Any, minimum: int = 1) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
+  return int(value)
+
+
+def _parse(name: str) -> tuple | None:
+  """`<timestamp>-<id>-<chunk>-<length>.npz` -> (timestamp, id, chunk, length), else None."""
+  parts = name[:-len('.npz')].split('-')
+  if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
+    return None
+  return parts[0], parts[1], int(parts[2]), int(parts[3])
+
+
+def bytes_per_step(example: Mapping[str, Any]) -> int:
+  """RAM in bytes per stored step, from a transition or a dict of spaces (gym `Dict` ok).
+
+  Merge observation and action spaces to count the action; Discrete spaces count as float32
+  one-hot vectors, as actions are stored. `log_*` keys are skipped: they stay on disk.
+  """
+  items = getattr(example, 'spaces', example)
+  if not isinstance(items, Mapping):
+    raise ValueError(f'bytes_per_step: expected a dict of values or spaces, '
+                     f'got {type(example).__name__}')
+  total = 0
+  for key, value in items.items():
+    if key.startswith('log_'):
+      continue
+    if hasattr(value, 'n') and getattr(value, 'shape', None) == ():  # Discrete space.
+      total += int(value.n) * 4
+    else:  # Array, Python scalar or Box space.
+      value = value if hasattr(value, 'dtype') else np.asarray(value)
+      total += math.prod(value.shape) * _storage_dtype(value.dtype).itemsize
+  return total
+
+
+class Replay:
+  """Disk-backed replay of episodes, sampled as fixed-length training chunks.
+
+  Files in `directory` are loaded on construction, newest first up to `capacity` steps, so
+  a restarted run continues with its data; unreadable files are skipped with a warning.
+  `capacity` bounds the steps kept in RAM: beyond it the oldest segments are evicted from
+  memory (FIFO), but their files stay on disk. Sampling follows the paper: a segment is
+  picked uniformly, then a sequence of `minlen`..`maxlen` steps in it (episode ends favoured
+  with `prioritize_ends`); with `ongoing`, unsaved tails of running episodes with at least
+  `minlen` steps are picked too. Safe to add from one thread while `dataset()` samples.
+  """
+
+  def __init__(self, directory: str | os.PathLike, capacity: float = 2e6,
+               ongoing: bool = False, minlen: int = 50, maxlen: int = 50,
+               prioritize_ends: bool = True, chunk: int = 1000, seed: int = 0):
+    if (isinstance(capacity, bool) or not isinstance(capacity, (int, float, np.number))
+        or not math.isfinite(capacity) or capacity < 1):
+      raise ValueError(f'capacity must be a finite number of steps >= 1, got {capacity!r}')
+    self._minlen = _int('minlen', minlen)
+    self._maxlen = _int('maxlen', maxlen, self._minlen)
+    self._chunk = _int('chunk', chunk, self._minlen)  # Shorter chunks are never sampled.
+    self._capacity = int(capacity)
+    self._ongoing_tails = bool(ongoing)
+    self._prioritize_ends = bool(prioritize_ends)
+    self._rng = np.random.default_rng(seed)
+    self._lock = threading.RLock()  # tf.data samples from its own thread.
+    self.directory = pathlib.Path(directory).expanduser()
+    self.directory.mkdir(parents=True, exist_ok=True)
+    self._segments = collections.OrderedDict()  # File name -> (episode id, arrays), oldest first.
+    self._sampleable = []  # Names of segments with >= minlen steps, oldest first.
+    self._head = 0  # Entries before this were evicted; FIFO keeps the list in age order.
+    self._episodes = collections.Counter()  # Episode id -> segments in memory.
+    self._ongoing = {}  # Worker -> {'id', 'index', 'steps'}.
+    self._spec = None  # Key -> (dtype, per-step shape), fixed by the first data seen.
+    self._last_stamp = datetime.datetime.min
+    self._loaded_steps = self._total_steps = self._total_episodes = self._skipped = 0
+    self._load()
+
+  @property
+  def stats(self) -> dict[str, int]:
+    """Steps/episodes ever added (incl. loaded files), in memory now, and skipped files."""
+    # An episode counts once its first file is written, also if a crash cut it short.
+    with self._lock:
+      return {'total_steps': self._total_steps, 'total_episodes': self._total_episodes,
+              'loaded_steps': self._loaded_steps, 'loaded_episodes': len(self._episodes),
+              'loaded_segments': len(self._segments), 'skipped_files': self._skipped}
+
+  def add_step(self, transition: Mapping[str, Any], worker: Any = 0) -> None:
+    """Append a transition to `worker`'s running episode, writing chunks and the end.
+
+    If writing a file fails, the step is not added and the exception propagates, so the
+    call can be retried.
+    """
+    step = {key: _convert(key, value) for key, value in _mapping('add_step', transition).items()}
+    with self._lock:
+      if message := self._spec_mismatch({k: (v.dtype, v.shape) for k, v in step.items()}):
+        raise ValueError(f'add_step: {message}')
+      run = self._ongoing.get(worker)
+      if run is None and not step['is_first']:
+        raise ValueError(f'add_step: worker {worker!r} starts an episode with is_first=False; '
+                         'allowed: is_first=True')
+      if run is not None and step['is_first']:
+        raise ValueError(f'add_step: worker {worker!r} got is_first=True with '
+                         f'{len(run["steps"])} steps pending; allowed: is_last=True first')
+      if run is not None and step.keys() != run['steps'][0].keys():
+        raise ValueError(f'add_step: keys {sorted(step)} differ from the episode\'s keys '
+                         f'{sorted(run["steps"][0])}')
+      if run is None:
+        run = self._ongoing[worker] = {'id': uuid.uuid4().hex, 'index': 0, 'steps': []}
+      run['steps'].append(step)
+      self._total_steps += 1
+    if not step['is_last'] and len(run['steps']) < self._chunk + self._minlen:
+      return
+    size = len(run['steps']) if step['is_last'] else self._chunk
+    try:
+      self._store(run['id'], run['index'], {
+          key: np.stack([s[key] for s in run['steps'][:size]]) for key in step})
+    except BaseException:
+      with self._lock:  # Undo, so a retry does not duplicate the step.
+        run['steps'].pop()
+        self._total_steps -= 1
+        if not run['steps']:
+          del self._ongoing[worker]
+      raise
+    with self._lock:
+      del run['steps'][:size]
+      run['index'] += 1
+      if step['is_last']:
+        del self._ongoing[worker]
+
+  def add_episode(self, episode: Mapping[str, Any]) -> None:
+    """Add a complete episode: dict of arrays `[L, ...]`, is_first at 0, is_last at L-1."""
+    data = {key: _convert(key, value) for key, value in _mapping('add_episode', episode).items()}
+    lengths = {key: (len(value) if value.ndim else None) for key, value in data.items()}
+    if len(set(lengths.values())) != 1 or None in lengths.values() or not data['is_first'].size:
+      raise ValueError(f'add_episode: all values need the same length >= 1, got {lengths}')
+    if not data['is_first'][0] or not data['is_last'][-1]:
+      raise ValueError('add_episode: is_first[0] and is_last[-1] must be True, got '
+                       f'{bool(data["is_first"][0])} and {bool(data["is_last"][-1])}')
+    with self._lock:
+      if message := self._spec_mismatch({k: (v.dtype, v.shape[1:]) for k, v in data.items()}):
+        raise ValueError(f'add_episode: {message}')
+    episode_id, length, start, index = uuid.uuid4().hex, len(data['is_first']), 0, 0
+    while start < length:  # Same pieces as add_step would produce.
+      stop = start + self._chunk if length - start > self._chunk + self._minlen else length
+      self._store(episode_id, index, {k: v[start:stop].copy() for k, v in data.items()})
+      with self._lock:
+        self._total_steps += stop - start
+      start, index = stop, index + 1
+
+  def sample(self, batch: int, length: int) -> dict[str, np.ndarray]:
+    """A batch of training chunks as numpy arrays `[batch, length, ...]`."""
+    _int('batch', batch), _int('length', length)
+    chunks = self._chunks(length)
+    items = [next(chunks) for _ in range(batch)]
+    return {key: np.stack([item[key] for item in items]) for key in items[0]}
+
+  def dataset(self, batch: int, length: int):
+    """A `tf.data.Dataset` of training chunks `[batch, length, ...]`, sampled in background.
+
+    Chunks concatenate consecutive sampled sequences; `is_first` is True at every chunk
+    start and wherever a new sequence begins, so the world model resets its state there.
+    """
+    import tensorflow as tf  # Lazy: the replay itself does not need TensorFlow.
+    _int('batch', batch), _int('length', length)
+    with self._lock:
+      self._available()  # Fail now rather than inside the tf.data thread.
+      signature = {key: tf.TensorSpec((length,) + shape, tf.as_dtype(np.dtype(dtype)))
+                   for key, (dtype, shape) in self._spec.items()}
+    data = tf.data.Dataset.from_generator(
+        lambda: self._chunks(length), output_signature=signature)
+    return data.batch(batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+  def _chunks(self, length: int) -> Iterator[dict[str, np.ndarray]]:
+    sequence = self._sample_sequence()
+    while True:
+      parts, needed = [], length
+      while needed:
+        take = min(needed, len(sequence['is_first']))
+        parts.append({k: v[:take] for k, v in sequence.items()})
+        sequence = {k: v[take:] for k, v in sequence.items()}
+        needed -= take
+        if not len(sequence['is_first']):
+          sequence = self._sample_sequence()
+      chunk = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+      chunk['is_first'][0] = True  # Training starts every chunk from a fresh state.
+      yield chunk
+
+  def _available(self) -> tuple[int, list]:
+    tails = []
+    if self._ongoing_tails:
+      tails = [r['steps'] for r in self._ongoing.values() if len(r['steps']) >= self._minlen]
+    stored = len(self._sampleable) - self._head
+    if not stored and not tails:
+      where = 'stored segment or ongoing tail' if self._ongoing_tails else 'stored segment'
+      raise RuntimeError(f'Replay has no {where} with at least minlen={self._minlen} steps '
+                         f'(loaded_steps={self._loaded_steps}); add data before sampling')
+    return stored, tails
+
+  def _sample_sequence(self) -> dict[str, np.ndarray]:
+    with self._lock:
+      stored, tails = self._available()
+      pick = int(self._rng.integers(stored + len(tails)))
+      if pick < stored:
+        segment = self._segments[self._sampleable[self._head + pick]][1]
+        total = len(segment['is_first'])
+      else:
+        steps = tails[pick - stored]
+        total = len(steps)
+      # Random lengths keep sequence boundaries from aligning with chunk boundaries.
+      length = min(total, self._maxlen) - int(self._rng.integers(self._minlen))
+      length = max(self._minlen, length)
+      upper = total - length + 1 + (self._minlen if self._prioritize_ends else 0)
+      start = min(int(self._rng.integers(upper)), total - length)
+      if pick < stored:
+        sequence = {k: v[start:start + length] for k, v in segment.items()}
+      else:
+        sequence = {k: np.stack([s[k] for s in steps[start:start + length]]) for k in self._spec}
+    sequence['is_first'] = sequence['is_first'].copy()  # Never modify stored arrays.
+    sequence['is_first'][0] = True
+    return sequence
+
+  def _spec_mismatch(self, items: dict) -> str | None:
+    """Compares keys, dtypes and per-step shapes with the first data seen."""
+    got = {k: (str(d), tuple(s)) for k, (d, s) in items.items() if not k.startswith('log_')}
+    self._spec = self._spec or got
+    bad = sorted(k for k in got.keys() | self._spec.keys() if got.get(k) != self._spec.get(k))
+    if bad:
+      return (f'got {", ".join(f"{k}={got.get(k)}" for k in bad)}; allowed (as stored): '
+              f'{", ".join(f"{k}={self._spec.get(k)}" for k in bad)}')
+    return None
+
+  def _store(self, episode_id: str, index: int, data: dict) -> None:
+    name = self._write(f'{episode_id}-{index}-{len(data["is_first"])}.npz', data)
+    with self._lock:
+      self._total_episodes += index == 0
+      self._insert(name, episode_id, {key: data[key] for key in self._spec})
+
+  def _write(self, suffix: str, data: dict) -> str:
+    with self._lock:  # Strictly increasing stamps keep the file order equal to add order.
+      tick = self._last_stamp + datetime.timedelta(microseconds=1)
+      self._last_stamp = now = max(datetime.datetime.now(), tick)
+    name = f'{now:%Y%m%dT%H%M%S%f}-{suffix}'
+    temp = self.directory / f'.{name}.{uuid.uuid4().hex[:8]}.tmp'
+    try:
+      with open(temp, 'wb') as f:
+        np.savez_compressed(f, **data)
+        f.flush()
+        os.fsync(f.fileno())
+      os.replace(temp, self.directory / name)
+    except BaseException:
+      temp.unlink(missing_ok=True)
+      raise
+    return name
+
+  def _insert(self, name: str, episode_id: str, segment: dict) -> None:
+    size = len(segment['is_first'])
+    self._segments[name] = (episode_id, segment)
+    self._episodes[episode_id] += 1
+    self._loaded_steps += size
+    if size >= self._minlen:
+      self._sampleable.append(name)
+    while self._loaded_steps > self._capacity:
+      old, (old_id, old_segment) = self._segments.popitem(last=False)
+      self._loaded_steps -= len(old_segment['is_first'])
+      self._episodes[old_id] -= 1
+      if not self._episodes[old_id]:
+        del self._episodes[old_id]
+      if self._head < len(self._sampleable) and self._sampleable[self._head] == old:
+        self._head += 1
+    if self._head > 1000 and 2 * self._head > len(self._sampleable):
+      del self._sampleable[:self._head]  # Amortised O(1) eviction.
+      self._head = 0
+
+  def _load(self) -> None:
+    files, episode_ids = [], set()
+    for path in self.directory.glob('*.npz'):
+      parsed = _parse(path.name)
+      if parsed is None:
+        self._skip(path, 'name is not <timestamp>-<id>-<chunk>-<length>.npz')
+        continue
+      files.append((parsed, path))
+      episode_ids.add(parsed[1])
+      self._total_steps += parsed[3]
+    self._total_episodes = len(episode_ids)
+    files.sort(key=lambda item: (item[0][0], item[0][2]))
+    chosen, budget = [], self._capacity
+    for (_, episode_id, _, length), path in reversed(files):  # Newest first.
+      if length > budget:
+        break
+      segment = self._read(path, length)
+      if segment is None:
+        self._total_steps -= length
+        continue
+      chosen.append((path.name, episode_id, segment))
+      budget -= length
+    for name, episode_id, segment in reversed(chosen):
+      self._insert(name, episode_id, segment)
+
+  def _read(self, path: pathlib.Path, length: int) -> dict | None:
+    try:
+      with np.load(path, allow_pickle=False) as data:
+        segment = {key: data[key] for key in data.files if not key.startswith('log_')}
+      lengths = {key: len(value) for key, value in segment.items()}
+      if any(key not in segment for key in REQUIRED) or set(lengths.values()) != {length}:
+        raise ValueError(f'expected keys {REQUIRED} with {length} steps, got lengths {lengths}')
+      if message := self._spec_mismatch({k: (v.dtype, v.shape[1:]) for k, v in segment.items()}):
+        raise ValueError(message)
+    except Exception as e:  # Any unreadable file is skipped; a restart must not crash.
+      self._skip(path, f'{type(e).__name__}: {e}')
+      return None
+    return segment
+
+  def _skip(self, path: pathlib.Path, reason: str) -> None:
+    self._skipped += 1
+    warnings.warn(' '.join(f'Replay: skipping file {path}: {reason}'.split()))
+
+
+def _mapping(where: str, value: Any) -> Mapping:
+  if not isinstance(value, Mapping) or any(key not in value for key in REQUIRED):
+    got = sorted(value) if isinstance(value, Mapping) else type(value).__name__
+    raise ValueError(f'{where}: expected a dict with keys {REQUIRED}, got {got}')
+  return value
