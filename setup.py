@@ -41,6 +41,10 @@ setuptools.setup(
         'absl-py',
         'ruamel.yaml',
         'numpy',
+        'tensorboard',  # tf.summary needs it; TensorFlow 2.21 no longer depends on it
+        'Pillow',  # GIF videos in TensorBoard
+        'opencv-python-headless>=4.5',  # image resizing (area interpolation) in dreamerv2_tf.envs
+        'crafter>=1.8,<2',
     ],
     extras_require={
         'test': ['pytest>=8', 'pytest-timeout'],

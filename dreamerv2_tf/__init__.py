@@ -2,6 +2,7 @@
 
 Public API:
   load_config(presets, argv=()) -> Config
+  train(env, config) -> logdir     (env=None makes the environments from config.task)
   Agent(config, obs_space, act_space)
   agent.train(batch) -> dict of float metrics
   agent.policy(obs, state=None, mode='train') -> (outputs, state)
@@ -9,7 +10,7 @@ Public API:
 from dreamerv2_tf.config import Config, ConfigError, load_config
 
 __version__ = '0.1.0'
-__all__ = ['Agent', 'Config', 'ConfigError', 'load_config']
+__all__ = ['Agent', 'Config', 'ConfigError', 'load_config', 'train']
 
 
 def __getattr__(name):
@@ -17,4 +18,7 @@ def __getattr__(name):
   if name == 'Agent':
     from dreamerv2_tf.agent import Agent
     return Agent
+  if name == 'train':
+    from dreamerv2_tf.loop import train
+    return train
   raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -1,0 +1,262 @@
+"""The training loop: prefill, train, evaluate, log and checkpoint, as in the paper's protocol.
+
+Counts in the config are agent steps; everything logged uses environment frames
+(agent steps x action_repeat). A run lives in its logdir: `config.yaml`, `metrics.jsonl`,
+TensorBoard events, `checkpoints/`, `train_episodes/`, `eval_episodes/`. Starting again with the
+same logdir resumes from the latest checkpoint and the stored episodes.
+"""
+from __future__ import annotations
+
+import datetime
+import pathlib
+import signal
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from dreamerv2_tf.config import Config, ConfigError
+
+# Keys that shape the networks or the data: a logdir cannot be resumed with other values.
+STRUCTURAL = r'(task|action_repeat|render_size|atari_grayscale|rssm\..*|encoder\..*|decoder\..*|' \
+             r'reward_head\..*|discount_head\..*|actor\..*|critic\..*|pred_discount|' \
+             r'dataset\..*|precision)$'
+
+
+def default_logdir(config: Config) -> pathlib.Path:
+  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+  return pathlib.Path('logdir') / config.task.replace(':', '_').replace('/', '_') / stamp
+
+
+def prepare_logdir(config: Config) -> tuple[Config, pathlib.Path]:
+  """Resolves the logdir and checks a resumed run's config against the saved one."""
+  import re
+  logdir = pathlib.Path(config.logdir) if config.logdir else default_logdir(config)
+  saved = logdir / 'config.yaml'
+  if saved.exists():
+    old = Config.load(saved)
+    diffs = [k for k in sorted(set(old.flat) | set(config.flat))
+             if re.match(STRUCTURAL, k) and old.flat.get(k) != config.flat.get(k)]
+    if diffs:
+      shown = ', '.join(f'{k} {old.flat.get(k)!r} -> {config.flat.get(k)!r}' for k in diffs[:4])
+      raise ConfigError(f'logdir {str(logdir)!r} holds a run with another network or data '
+                        f'layout ({shown}); use a new --logdir or the saved values')
+  config = config.update({'logdir': str(logdir)})
+  logdir.mkdir(parents=True, exist_ok=True)
+  config.save(saved)
+  return config, logdir
+
+
+def seed_everything(seed: int) -> None:
+  import keras
+  keras.utils.set_random_seed(int(seed) % (2 ** 31))  # Python, numpy and TensorFlow.
+
+
+class Every:
+  """True once every `every` steps (never for every <= 0)."""
+
+  def __init__(self, every: float):
+    self.every, self.last = int(every), None
+
+  def __call__(self, step: int) -> bool:
+    if self.every <= 0:
+      return False
+    if self.last is None:
+      self.last = step
+      return True
+    if step >= self.last + self.every:
+      self.last += (step - self.last) // self.every * self.every
+      return True
+    return False
+
+
+class StopSignal:
+  """Turns SIGINT/SIGTERM into a flag the loop polls, so it can checkpoint before exiting."""
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.received is not None:  # A second signal: stop at once.
+      raise KeyboardInterrupt
+    self.received = signal.Signals(signum).name
+    print(f'\n{self.received} received: saving a checkpoint, then stopping '
+          '(send it again to stop at once)', file=sys.stderr, flush=True)
+
+  def __call__(self) -> bool:
+    return self.received is not None
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def train(env, config: Config, eval_env=None) -> pathlib.Path:
+  """Trains DreamerV2 as configured; returns the logdir.
+
+  env / eval_env: environments the caller built (the observation contract of
+  `dreamerv2_tf.envs`, or a gymnasium env, which is wrapped), or None to make them from
+  `config.task` (`config.envs` of them for training). A user env without an eval env is also
+  used for evaluation.
+  """
+  import tensorflow as tf
+  from dreamerv2_tf import envs as envs_lib
+  from dreamerv2_tf import precision
+  from dreamerv2_tf.agent import Agent
+  from dreamerv2_tf.driver import Driver, random_policy
+  from dreamerv2_tf.logger import Logger, Progress
+  from dreamerv2_tf.replay import Replay
+
+  if env is None:
+    config = config.update({'task': envs_lib.task_name(config.task)})
+  elif eval_env is None:
+    eval_env = env
+  config, logdir = prepare_logdir(config)
+  print(f'Logdir: {logdir}', flush=True)
+  device = precision.setup_devices()
+  policy_name = precision.resolve(config.precision)
+  print(f'Device: {device}; precision {config.precision} -> {policy_name}; '
+        f'tf.function {config.jit}, XLA {config.xla}', flush=True)
+  print(config, flush=True)
+
+  train_env = _batch(envs_lib, env, config, 'train', config.envs)
+  eval_env_ = _batch(envs_lib, eval_env, config, 'eval', 1)
+  obs_space, act_space = train_env.obs_space, train_env.act_space
+  replay_kw = {k: v for k, v in config.replay.to_dict().items()}
+  train_replay = Replay(logdir / 'train_episodes', seed=config.seed, **replay_kw)
+  eval_replay = Replay(logdir / 'eval_episodes', seed=config.seed + 1,
+                       capacity=max(replay_kw['capacity'] // 10, 1),
+                       minlen=config.dataset.length, maxlen=config.dataset.length)
+  logger = Logger(logdir, config.action_repeat, total_frames=config.steps * config.action_repeat)
+
+  agent = Agent(config, obs_space, act_space)
+  step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+  checkpoint = tf.train.Checkpoint(agent=agent, step=step)
+  manager = tf.train.CheckpointManager(checkpoint, logdir / 'checkpoints', max_to_keep=3)
+  if manager.latest_checkpoint:
+    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    print(f'Resumed from {manager.latest_checkpoint} at {int(step) * config.action_repeat:,} '
+          f'frames; replay holds {train_replay.stats["loaded_steps"]:,} steps', flush=True)
+  # Seeding with the step keeps a resumed run reproducible from its checkpoint.
+  seed_everything(config.seed + int(step))
+  rng = np.random.default_rng(config.seed + int(step))
+
+  def count_step(tran, worker):
+    if not tran['is_first']:
+      step.assign_add(1)
+
+  def log_episode(ep, worker, mode):
+    logger.scalar(f'{mode}_return', float(np.sum(ep['reward'])))
+    logger.scalar(f'{mode}_length', len(ep['reward']) - 1)
+    for key, value in ep.items():
+      if key.startswith('log_achievement_'):
+        logger.scalar(f'{mode}_{key[4:]}', float(np.max(value)))
+
+  train_driver = Driver(train_env, act_space['action'])
+  train_driver.on_step(count_step)
+  train_driver.on_step(train_replay.add_step)
+  train_driver.on_episode(lambda ep, w: log_episode(ep, w, 'train'))
+  eval_driver = Driver(eval_env_, act_space['action'])
+  eval_driver.on_episode(lambda ep, w: eval_replay.add_episode(ep))
+  eval_driver.on_episode(lambda ep, w: log_episode(ep, w, 'eval'))
+
+  with StopSignal() as stop:
+    train_driver.stop = eval_driver.stop = stop
+    prefill = int(config.prefill) - train_replay.stats['total_steps']
+    if prefill > 0 and not stop():
+      bar, done = Progress('Prefill', prefill), 0
+      random = random_policy(act_space['action'], rng)
+      while done < prefill and not stop():
+        done += train_driver(random, steps=min(500, prefill - done))[0]
+        bar.update(done)
+      bar.close()
+      logger.write(int(step))
+
+    dataset = iter(train_replay.dataset(config.dataset.batch, config.dataset.length))
+    report_dataset = None
+    if not manager.latest_checkpoint and not stop():
+      print(f'Pretraining for {int(config.pretrain)} updates.', flush=True)
+      for _ in range(int(config.pretrain)):
+        agent.train(next(dataset))
+
+    should_train = Every(config.train_every)
+    should_log = Every(config.log_every)
+    should_eval = Every(config.eval_every)
+    train_metrics: dict[str, list] = {}
+    timer = {'train_time': 0.0, 'updates': 0}
+
+    def train_step(tran, worker):
+      if tran['is_first'] or not should_train(int(step)):
+        return
+      start = time.time()
+      for _ in range(int(config.train_steps)):
+        for key, value in agent.train(next(dataset)).items():
+          train_metrics.setdefault(key, []).append(value)
+      timer['train_time'] += time.time() - start
+      timer['updates'] += int(config.train_steps)
+      if should_log(int(step)):
+        for key, values in train_metrics.items():
+          logger.scalar(key, float(np.mean(values)))
+        train_metrics.clear()
+        if timer['train_time'] > 0:
+          logger.scalar('train_steps_per_s', timer['updates'] / timer['train_time'])
+        timer.update(train_time=0.0, updates=0)
+        logger.write(int(step), fps=True)
+
+    train_driver.on_step(train_step)
+
+    def policy(mode):
+      return lambda obs, state: _act(agent, obs, state, mode)
+
+    def save():
+      path = manager.save(checkpoint_number=int(step))
+      print(f'Saved checkpoint {path}', flush=True)
+
+    while int(step) < config.steps and not stop():
+      if should_eval(int(step)):
+        eval_driver.reset()
+        eval_driver(policy('eval'), episodes=int(config.eval_eps))
+        if report_dataset is None and eval_replay.stats['loaded_steps']:
+          report_dataset = iter(eval_replay.dataset(min(6, config.dataset.batch),
+                                                    config.dataset.length))
+        for name, source in (('train', dataset), ('eval', report_dataset)):
+          if source is not None and 'image' in obs_space.spaces:
+            for key, video in agent.report(next(source)).items():
+              logger.video(f'{name}_{key}', video)
+        logger.write(int(step))
+        if not stop():
+          save()
+      mode = 'explore' if int(step) < config.expl_until else 'train'
+      train_driver(policy(mode), steps=max(int(config.eval_every), 1))
+    save()
+  logger.write(int(step))
+  logger.close()
+  for env_ in (train_env, eval_env_):
+    env_.close()
+  if stop.received:
+    print(f'Stopped by {stop.received} at {int(step) * config.action_repeat:,} frames; rerun the '
+          'same command to resume.', flush=True)
+  return logdir
+
+
+def _act(agent, obs, state, mode):
+  outputs, state = agent.policy(obs, state, mode)
+  return outputs['action'], state
+
+
+def _batch(envs_lib, env, config, mode, count):
+  """A batch environment: the user's env(s) wrapped, or `count` made from the config."""
+  if env is None:
+    made = [envs_lib.make_env(config.task, config, mode=mode, seed=config.seed + 1000 * i +
+                              (0 if mode == 'train' else 500)) for i in range(count)]
+    return envs_lib.BatchEnv(made)
+  if not hasattr(env, 'obs_space'):
+    env = envs_lib.from_env(env, config)
+  return env if hasattr(env, 'num_envs') else envs_lib.BatchEnv([env])

@@ -1,0 +1,114 @@
+"""CLI smoke runs of scripts/train.py with tiny models: finish, leave a run behind, resume."""
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TRAIN = [sys.executable, str(ROOT / 'scripts' / 'train.py')]
+ENV = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'MUJOCO_GL': os.environ.get('MUJOCO_GL', 'egl')}
+
+
+def run(args, timeout=600, check=True):
+  proc = subprocess.run(TRAIN + args, capture_output=True, text=True, timeout=timeout, env=ENV,
+                        cwd=ROOT)
+  if check and proc.returncode != 0:
+    raise AssertionError(f'exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}')
+  return proc
+
+
+def records(logdir):
+  lines = (pathlib.Path(logdir) / 'metrics.jsonl').read_text().splitlines()
+  return [json.loads(line) for line in lines]
+
+
+def checkpoints(logdir):
+  return sorted((pathlib.Path(logdir) / 'checkpoints').glob('ckpt-*.index'))
+
+
+def episodes(logdir, kind='train'):
+  return sorted((pathlib.Path(logdir) / f'{kind}_episodes').glob('*.npz'))
+
+
+def assert_run(logdir, frames):
+  recs = records(logdir)
+  assert recs and all('step' in r for r in recs)
+  assert any('train_return' in r for r in recs) and any('eval_return' in r for r in recs)
+  assert any('model_loss' in r for r in recs)
+  assert max(r['step'] for r in recs) >= frames
+  assert episodes(logdir) and checkpoints(logdir)
+  assert (pathlib.Path(logdir) / 'config.yaml').exists()
+  assert list(pathlib.Path(logdir).glob('events.out.tfevents.*'))
+
+
+@pytest.mark.parametrize('name,args,repeat', [
+    ('atari', ['--configs', 'atari', 'debug', '--task', 'pong'], 4),
+    ('dmc', ['--configs', 'dmc_vision', 'debug', '--task', 'walker_walk'], 2),
+    ('gym', ['--configs', 'debug', '--task', 'gym:CartPole-v1', '--envs', '2'], 1),
+])
+def test_smoke_run_then_resume(tmp_path, name, args, repeat):
+  logdir = tmp_path / name
+  proc = run(args + ['--logdir', str(logdir), '--steps', '400'])
+  assert f'Logdir: {logdir}' in proc.stdout
+  assert_run(logdir, 400 * repeat)
+  first_steps = max(r['step'] for r in records(logdir))
+  first_episodes = len(episodes(logdir))
+  proc = run(args + ['--logdir', str(logdir), '--steps', '700'])
+  assert 'Resumed from' in proc.stdout and 'Prefill' not in proc.stdout
+  steps = [r['step'] for r in records(logdir)]
+  assert max(steps) >= 700 * repeat > first_steps
+  assert len(episodes(logdir)) > first_episodes
+
+
+def test_incompatible_resume_is_a_clear_error(tmp_path):
+  args = ['--configs', 'debug', '--task', 'gym:CartPole-v1', '--logdir', str(tmp_path)]
+  run(args + ['--steps', '150'])
+  proc = run(args + ['--rssm.deter', '64'], check=False)
+  assert proc.returncode == 2
+  assert 'rssm.deter 32 -> 64' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def _start(args):
+  return subprocess.Popen(TRAIN + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env=ENV, cwd=ROOT)
+
+
+def _wait_for(predicate, proc, timeout=300):
+  start = time.time()
+  while not predicate():
+    assert proc.poll() is None, proc.stdout.read()[-3000:]
+    assert time.time() - start < timeout, 'timed out'
+    time.sleep(0.5)
+
+
+def test_sigkill_then_resume_from_last_checkpoint(tmp_path):
+  args = ['--configs', 'debug', '--task', 'gym:CartPole-v1', '--logdir', str(tmp_path),
+          '--eval_every', '200', '--steps', '100000']
+  proc = _start(args)
+  _wait_for(lambda: len(checkpoints(tmp_path)) >= 2, proc)
+  proc.kill()
+  proc.wait()
+  last = int(checkpoints(tmp_path)[-1].name.split('-')[1].split('.')[0])
+  proc = run(args[:-1] + ['700'])
+  assert 'Resumed from' in proc.stdout
+  resumed = [line for line in proc.stdout.splitlines() if line.startswith('Resumed from')][0]
+  assert f'ckpt-{last} ' in resumed
+  assert max(r['step'] for r in records(tmp_path)) >= 700
+
+
+def test_sigint_saves_a_checkpoint_and_stops(tmp_path):
+  args = ['--configs', 'debug', '--task', 'gym:CartPole-v1', '--logdir', str(tmp_path),
+          '--eval_every', '100000', '--steps', '100000']
+  proc = _start(args)
+  _wait_for(lambda: len(checkpoints(tmp_path)) >= 1 and episodes(tmp_path), proc)
+  time.sleep(3)
+  proc.send_signal(signal.SIGINT)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out[-3000:]
+  assert 'SIGINT received' in out and 'rerun the same command to resume' in out
+  assert len(checkpoints(tmp_path)) >= 2  # The one at eval, and the one on the signal.
