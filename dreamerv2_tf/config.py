@@ -28,6 +28,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     r'.*\.act': ('elu', 'relu', 'tanh', 'swish', 'silu', 'gelu', 'leaky_relu', 'none'),
     r'rssm\.std_act': ('softplus', 'sigmoid', 'sigmoid2'),
     r'strategy': ('default', 'mirrored', 'multi_worker'),
+    r'envs_parallel': ('auto', 'none', 'process', 'ale_vector'),
     r'expl_behavior': ('greedy', 'random'),
     r'.*_opt\.opt': ('adam',),
     r'(reward_head|critic)\.dist': ('mse',),

@@ -252,11 +252,20 @@ def _act(agent, obs, state, mode):
 
 
 def _batch(envs_lib, env, config, mode, count):
-  """A batch environment: the user's env(s) wrapped, or `count` made from the config."""
+  """A batch environment: the user's env(s) wrapped, or `count` made from the config.
+
+  envs_parallel `auto` runs DeepMind Control in worker processes: MuJoCo's EGL renderer
+  crashes (SIGSEGV) when it creates its context in a process that has loaded TensorFlow.
+  """
   if env is None:
-    made = [envs_lib.make_env(config.task, config, mode=mode, seed=config.seed + 1000 * i +
-                              (0 if mode == 'train' else 500)) for i in range(count)]
-    return envs_lib.BatchEnv(made)
+    how = config.envs_parallel
+    if how == 'auto':
+      how = 'process' if config.task.startswith('dmc_') else 'none'
+    if how == 'ale_vector' and not config.task.startswith('atari_'):
+      raise ConfigError(f'envs_parallel ale_vector is for Atari tasks, not {config.task!r}')
+    seed = config.seed + (0 if mode == 'train' else 10_000)
+    return envs_lib.make_batch_env(config.task, count, config, mode=mode, seed=seed,
+                                   parallel=how == 'process', fast=how == 'ale_vector')
   if not hasattr(env, 'obs_space'):
     env = envs_lib.from_env(env, config)
   return env if hasattr(env, 'num_envs') else envs_lib.BatchEnv([env])

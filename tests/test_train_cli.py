@@ -28,7 +28,9 @@ def records(logdir):
 
 
 def checkpoints(logdir):
-  return sorted((pathlib.Path(logdir) / 'checkpoints').glob('ckpt-*.index'))
+  """Checkpoint numbers (agent steps), ascending."""
+  paths = (pathlib.Path(logdir) / 'checkpoints').glob('ckpt-*.index')
+  return sorted(int(p.name[len('ckpt-'):-len('.index')]) for p in paths)
 
 
 def episodes(logdir, kind='train'):
@@ -93,7 +95,7 @@ def test_sigkill_then_resume_from_last_checkpoint(tmp_path):
   _wait_for(lambda: len(checkpoints(tmp_path)) >= 2, proc)
   proc.kill()
   proc.wait()
-  last = int(checkpoints(tmp_path)[-1].name.split('-')[1].split('.')[0])
+  last = checkpoints(tmp_path)[-1]
   proc = run(args[:-1] + ['700'])
   assert 'Resumed from' in proc.stdout
   resumed = [line for line in proc.stdout.splitlines() if line.startswith('Resumed from')][0]
