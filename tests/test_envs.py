@@ -191,22 +191,33 @@ def test_atari_fast_batch_matches_single_env():
 
 @pytest.mark.filterwarnings('ignore:.*Casting input x')  # np scalars in contains()
 def test_dmc_walker_images_vectors_and_episode_end():
-  env = make_env('dmc_walker_walk', seed=0)
-  space = env.act_space['action']
-  assert space.shape == (6,) and space.low.min() == -1 and space.high.max() == 1
-  obs = env.reset()
-  for _ in range(3):
-    obs = env.step({'action': np.full(6, 1.5, np.float32)})  # clipped into [-1, 1]
-  assert obs['image'].shape == (64, 64, 3) and obs['image'].dtype == np.uint8
-  assert obs['image'].std() > 0
-  for key in ('orientations', 'height', 'velocity'):
-    assert obs[key].dtype == np.float32 and obs[key].ndim == 1
-  assert obs['orientations'].shape == (14,) and obs['height'].shape == (1,)
-  assert obs['reward'].dtype == np.float32 and env.obs_space.contains(obs)
-  blind = DMC('walker_walk', image=False, seed=0)  # no rendering: 500 steps stay cheap
-  assert 'image' not in blind.reset()
-  count, obs = run_until_last(blind, np.zeros(6))
-  assert count == 500 and obs['is_last'] and not obs['is_terminal']  # 1000 steps / repeat 2
+  # Rendering runs in a spawned worker: MuJoCo's EGL context and TensorFlow (imported by other
+  # test modules) cannot share a process.
+  env = BatchEnv([functools.partial(make_env, 'dmc_walker_walk', seed=0)], parallel=True)
+  try:
+    space = env.act_space['action']
+    assert space.shape == (6,) and space.low.min() == -1 and space.high.max() == 1
+    obs = env.reset()
+    for _ in range(3):
+      obs = env.step({'action': np.full((1, 6), 1.5, np.float32)})  # clipped into [-1, 1]
+    obs = {k: v[0] for k, v in obs.items()}
+    assert obs['image'].shape == (64, 64, 3) and obs['image'].dtype == np.uint8
+    assert obs['image'].std() > 0
+    for key in ('orientations', 'height', 'velocity'):
+      assert obs[key].dtype == np.float32 and obs[key].ndim == 1
+    assert obs['orientations'].shape == (14,) and obs['height'].shape == (1,)
+    assert obs['reward'].dtype == np.float32 and env.obs_space.contains(obs)
+  finally:
+    env.close()
+  # No rendering, so 500 steps stay cheap; still in a worker, as MuJoCo and TensorFlow in one
+  # process crash at exit.
+  blind = BatchEnv([functools.partial(DMC, 'walker_walk', image=False, seed=0)], parallel=True)
+  try:
+    assert 'image' not in blind.reset()
+    count, obs = run_until_last(blind, np.zeros((1, 6), np.float32))
+    assert count == 500 and obs['is_last'][0] and not obs['is_terminal'][0]  # 1000 / repeat 2
+  finally:
+    blind.close()
 
 
 # Gymnasium --------------------------------------------------------------------------------------
@@ -370,3 +381,9 @@ def test_batch_env_parallel_matches_in_process():
     remote.close()
     local.close()
   assert not any(worker._process.is_alive() for worker in remote._envs)
+
+
+def test_dmc_rendering_in_a_tensorflow_process_is_a_clear_error():
+  import tensorflow  # noqa: F401  (the training process has it loaded)
+  with pytest.raises(RuntimeError, match='parallel=True'):
+    make_env('dmc_walker_walk', seed=0)

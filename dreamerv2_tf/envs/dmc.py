@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import sys
+
 import gymnasium as gym
+
 import numpy as np
 
 from dreamerv2_tf.envs import base
@@ -21,6 +24,18 @@ os.environ.setdefault('MUJOCO_GL', 'egl')
 
 # Short domain names used by the paper's score files.
 _DOMAIN_ALIASES = {'cup': 'ball_in_cup'}
+
+
+def _check_no_tensorflow() -> None:
+  """Refuses to load MuJoCo next to TensorFlow, before dm_control is imported.
+
+  Seen with TF 2.21 and MuJoCo 3.17 on Mesa: creating the renderer's GL context in a process
+  that has loaded TensorFlow (or loading TensorFlow after) is a SIGSEGV, and even without
+  rendering such a process aborts at exit (free(): invalid pointer).
+  """
+  if 'tensorflow' in sys.modules:
+    raise RuntimeError('DMC cannot run in a process that has imported TensorFlow; build the '
+                       'env in a worker: BatchEnv([ctor], parallel=True)')
 
 
 def dmc_tasks() -> dict[str, tuple[str, str]]:
@@ -61,6 +76,7 @@ class DMC(base.Env):
   def __init__(self, name: str, action_repeat: int = 2, size: tuple[int, int] = (64, 64),
                camera: int = -1, image: bool = True, time_limit: int = 0,
                seed: int | None = None):
+    _check_no_tensorflow()
     super().__init__(time_limit)
     domain, task = dmc_task(name)
     self._repeat = base.check_int('action_repeat', action_repeat, 1)
