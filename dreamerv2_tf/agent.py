@@ -307,6 +307,9 @@ class Agent(tf.Module):
                          'beside the data keys')
     if 'action' not in act_space.spaces:
       raise ValueError(f'act_space has keys {sorted(act_space.spaces)}; it needs key "action"')
+    # `log_*` keys are for logging only; the agent never sees them.
+    obs_space = gym.spaces.Dict({k: v for k, v in obs_space.spaces.items()
+                                 if not k.startswith('log_')})
     self.config, self.obs_space, self.act_space = config, obs_space, act_space['action']
     self.dtype = precision.resolve(config.precision)
     loss_scale = self.dtype == 'mixed_float16'

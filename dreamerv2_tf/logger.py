@@ -32,6 +32,7 @@ class Logger:
     self.total_frames = total_frames
     self.stream = stream
     self._scalars: dict[str, float] = {}
+    self._means: dict[str, list] = {}
     self._videos: dict[str, np.ndarray] = {}
     self._jsonl = open(self.logdir / 'metrics.jsonl', 'a', buffering=1)
     self._writer = None
@@ -46,6 +47,10 @@ class Logger:
 
   def scalar(self, name: str, value) -> None:
     self._scalars[name] = float(value)
+
+  def mean(self, name: str, value) -> None:
+    """Accumulates values (e.g. episode returns) whose mean is written at the next `write`."""
+    self._means.setdefault(name, []).append(float(value))
 
   def add(self, metrics: Mapping[str, float], prefix: str = '') -> None:
     for key, value in metrics.items():
@@ -62,6 +67,9 @@ class Logger:
       if self._last_time is not None and now > self._last_time:
         self._scalars['fps'] = (step - self._last_frames) / (now - self._last_time)
       self._last_time, self._last_frames = now, step
+    for key, values in self._means.items():
+      self._scalars[key] = float(np.mean(values))
+    self._means.clear()
     scalars = {k: v for k, v in self._scalars.items() if math.isfinite(v)}
     if scalars:
       self._jsonl.write(json.dumps({'step': step, **scalars}) + '\n')

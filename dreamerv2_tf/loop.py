@@ -103,8 +103,8 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
 
   env / eval_env: environments the caller built (the observation contract of
   `dreamerv2_tf.envs`, or a gymnasium env, which is wrapped), or None to make them from
-  `config.task` (`config.envs` of them for training). A user env without an eval env is also
-  used for evaluation.
+  `config.task` (`config.envs` of them for training). Without an eval_env, a gymnasium env is
+  made again from its spec for evaluation; other envs need eval_env.
   """
   import tensorflow as tf
   from dreamerv2_tf import envs as envs_lib
@@ -117,7 +117,7 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   if env is None:
     config = config.update({'task': envs_lib.task_name(config.task)})
   elif eval_env is None:
-    eval_env = env
+    eval_env = _second_env(env)
   config, logdir = prepare_logdir(config)
   print(f'Logdir: {logdir}', flush=True)
   device = precision.setup_devices()
@@ -152,12 +152,20 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
     if not tran['is_first']:
       step.assign_add(1)
 
+  videos = {'eval': 0}
+
   def log_episode(ep, worker, mode):
-    logger.scalar(f'{mode}_return', float(np.sum(ep['reward'])))
-    logger.scalar(f'{mode}_length', len(ep['reward']) - 1)
+    # Means over the episodes that end within one log period (or one evaluation).
+    logger.mean(f'{mode}_return', float(np.sum(ep['reward'])))
+    logger.mean(f'{mode}_length', len(ep['reward']) - 1)
     for key, value in ep.items():
       if key.startswith('log_achievement_'):
-        logger.scalar(f'{mode}_{key[4:]}', float(np.max(value)))
+        logger.mean(f'{mode}_{key[4:]}', float(np.max(value)))
+    if mode == 'eval' and videos['eval'] == 0:
+      for key in config.log_keys_video:
+        if key in ep and ep[key].ndim == 4:
+          logger.video(f'eval_policy_{key}', ep[key][:1000])  # Bounded: Atari runs 27k steps.
+      videos['eval'] += 1
 
   train_driver = Driver(train_env, act_space['action'])
   train_driver.on_step(count_step)
@@ -222,7 +230,12 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
     while int(step) < config.steps and not stop():
       if should_eval(int(step)):
         eval_driver.reset()
-        eval_driver(policy('eval'), episodes=int(config.eval_eps))
+        videos['eval'] = 0
+        bar = Progress('Eval', int(config.eval_eps))
+        for done in range(int(config.eval_eps)):
+          eval_driver(policy('eval'), episodes=1)
+          bar.update(done + 1)
+        bar.close()
         if report_dataset is None and eval_replay.stats['loaded_steps']:
           report_dataset = iter(eval_replay.dataset(min(6, config.dataset.batch),
                                                     config.dataset.length))
@@ -269,3 +282,13 @@ def _batch(envs_lib, env, config, mode, count):
   if not hasattr(env, 'obs_space'):
     env = envs_lib.from_env(env, config)
   return env if hasattr(env, 'num_envs') else envs_lib.BatchEnv([env])
+
+
+def _second_env(env):
+  """A separate evaluation env, so evaluating never disturbs a running training episode."""
+  spec = getattr(env, 'spec', None)
+  if spec is None:
+    raise ValueError(f'cannot make an evaluation copy of {type(env).__name__}: it has no '
+                     'gymnasium spec; pass eval_env= as well')
+  import gymnasium
+  return gymnasium.make(spec)

@@ -52,12 +52,15 @@ def assert_run(logdir, frames):
     ('atari', ['--configs', 'atari', 'debug', '--task', 'pong'], 4),
     ('dmc', ['--configs', 'dmc_vision', 'debug', '--task', 'walker_walk'], 2),
     ('gym', ['--configs', 'debug', '--task', 'gym:CartPole-v1', '--envs', '2'], 1),
+    ('crafter', ['--configs', 'crafter', 'debug', '--task', 'crafter_reward'], 1),
 ])
 def test_smoke_run_then_resume(tmp_path, name, args, repeat):
   logdir = tmp_path / name
   proc = run(args + ['--logdir', str(logdir), '--steps', '400'])
   assert f'Logdir: {logdir}' in proc.stdout
   assert_run(logdir, 400 * repeat)
+  if name == 'crafter':  # Achievements are logged per episode.
+    assert any('train_achievement_collect_wood' in r for r in records(logdir))
   first_steps = max(r['step'] for r in records(logdir))
   first_episodes = len(episodes(logdir))
   proc = run(args + ['--logdir', str(logdir), '--steps', '700'])
@@ -114,3 +117,14 @@ def test_sigint_saves_a_checkpoint_and_stops(tmp_path):
   assert proc.returncode == 0, out[-3000:]
   assert 'SIGINT received' in out and 'rerun the same command to resume' in out
   assert len(checkpoints(tmp_path)) >= 2  # The one at eval, and the one on the signal.
+
+
+def test_python_api_trains_on_a_user_built_env(tmp_path):
+  import gymnasium as gym
+  import dreamerv2_tf
+  config = dreamerv2_tf.load_config(['debug'], ['--logdir', str(tmp_path), '--steps', '250'])
+  logdir = dreamerv2_tf.train(gym.make('CartPole-v1'), config)
+  assert pathlib.Path(logdir) == tmp_path
+  assert_run(tmp_path, 250)
+  saved = dreamerv2_tf.Config.load(tmp_path / 'config.yaml')
+  assert saved.steps == 250 and saved.logdir == str(tmp_path)
