@@ -47,7 +47,7 @@ setuptools.setup(
         'crafter>=1.8,<2',
     ],
     extras_require={
-        'test': ['pytest>=8', 'pytest-timeout'],
+        'test': ['pytest>=8', 'pytest-timeout', 'pandas'],
     },
     license='MIT',
 )
