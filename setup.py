@@ -45,6 +45,7 @@ setuptools.setup(
         'Pillow',  # GIF videos in TensorBoard
         'opencv-python-headless>=4.5',  # image resizing (area interpolation) in dreamerv2_tf.envs
         'crafter>=1.8,<2',
+        'matplotlib>=3.5',  # scripts/plot.py
     ],
     extras_require={
         'test': ['pytest>=8', 'pytest-timeout', 'pandas'],

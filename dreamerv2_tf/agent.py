@@ -373,12 +373,16 @@ class Agent(tf.Module):
     return (self.wm.rssm.initial(batch_size),
             tf.zeros([batch_size, self.wm.act_size], tf.float32))
 
-  def _make_policy(self, mode):
+  def _make_policy(self, mode, state_mean: bool | None = None):
+    """The policy step for a mode; `state_mean` overrides `eval_state_mean` (for export)."""
+    if state_mean is None:
+      state_mean = mode == 'eval' and self.config.eval_state_mean
+
     def policy(obs, state):
       latent, action = state
       data = self.wm.preprocess(obs)
       embed = self.wm.encoder(data)
-      sample = mode != 'eval' or not self.config.eval_state_mean
+      sample = not state_mean
       latent, _ = self.wm.rssm.obs_step(latent, action, embed, data['is_first'], sample)
       dist = self.ac.actor(self.wm.rssm.get_feat(latent))
       if mode == 'eval':

@@ -126,8 +126,8 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
         f'tf.function {config.jit}, XLA {config.xla}', flush=True)
   print(config, flush=True)
 
-  train_env = _batch(envs_lib, env, config, 'train', config.envs)
-  eval_env_ = _batch(envs_lib, eval_env, config, 'eval', 1)
+  train_env = make_envs(env, config, 'train', config.envs)
+  eval_env_ = make_envs(eval_env, config, 'eval', 1)
   obs_space, act_space = train_env.obs_space, train_env.act_space
   replay_kw = {k: v for k, v in config.replay.to_dict().items()}
   train_replay = Replay(logdir / 'train_episodes', seed=config.seed, **replay_kw)
@@ -264,12 +264,13 @@ def _act(agent, obs, state, mode):
   return outputs['action'], state
 
 
-def _batch(envs_lib, env, config, mode, count):
+def make_envs(env, config: Config, mode: str, count: int):
   """A batch environment: the user's env(s) wrapped, or `count` made from the config.
 
   envs_parallel `auto` runs DeepMind Control in worker processes: MuJoCo's EGL renderer
   crashes (SIGSEGV) when it creates its context in a process that has loaded TensorFlow.
   """
+  from dreamerv2_tf import envs as envs_lib
   if env is None:
     how = config.envs_parallel
     if how == 'auto':

@@ -17,7 +17,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -140,7 +139,8 @@ def main(argv=None):
   text = json.dumps(result, indent=2)
   print(text)
   if args.out:
-    write_atomic(args.out, text + '\n')
+    from dreamerv2_tf.files import write_text_atomic
+    write_text_atomic(args.out, text + '\n')
 
 
 def print_table(result):
@@ -154,13 +154,6 @@ def print_table(result):
   print(line(cols), file=sys.stderr)
   for r in rows:
     print(line(r), file=sys.stderr)
-
-
-def write_atomic(path, text):
-  folder = os.path.dirname(os.path.abspath(path))
-  with tempfile.NamedTemporaryFile('w', dir=folder, delete=False, suffix='.tmp') as f:
-    f.write(text)
-  os.replace(f.name, path)
 
 
 if __name__ == '__main__':

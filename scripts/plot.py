@@ -1,0 +1,191 @@
+"""Plot training runs against the DreamerV2 paper's curves and print a comparison table.
+
+  python scripts/plot.py --indir logdir --outdir plots --scores scores/atari-dreamerv2.json
+  python scripts/plot.py --indir run1 run2 --outdir plots --scores scores/atari-dreamerv2.json \\
+      --baselines scores/baselines.json --show-baselines human_gamer,rainbow_sticky_2e8
+
+Every folder under --indir that holds a metrics.jsonl is a run; runs of the same task are seeds.
+Writes one PNG per task and summary.json to --outdir and prints the tables. Bins default to the
+paper's bin width for the task (1e6 frames for Atari, 3e4 for DMC with its score file) and, for
+tasks the paper lacks, to a width that gives a run at least 10 bins; see dreamerv2_tf/compare.py.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable without installing
+
+from dreamerv2_tf import compare  # noqa: E402
+from dreamerv2_tf.compare import CompareError  # noqa: E402
+
+
+class _Parser(argparse.ArgumentParser):
+  def error(self, message: str) -> None:  # one line instead of usage + message
+    print(f'error: {message} (see --help)', file=sys.stderr)
+    sys.exit(2)
+
+
+def _bins(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    value = float('nan')
+  if not (value > 0 and value != float('inf')):
+    raise argparse.ArgumentTypeError(f'{text!r} is not allowed: give a positive number of '
+                                     f'frames, e.g. 1e6')
+  return value
+
+
+def _names(text: str) -> list[str]:
+  return [name.strip() for name in text.split(',') if name.strip()]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+  parser = _Parser(description=__doc__.split('\n')[0])
+  parser.add_argument('--indir', nargs='+', required=True, type=Path,
+                      help='run logdirs, or folders searched for them')
+  parser.add_argument('--outdir', required=True, type=Path, help='where PNGs and summary go')
+  parser.add_argument('--scores', nargs='+', type=Path, default=[],
+                      help="the paper's score files, e.g. atari-dreamerv2.json")
+  parser.add_argument('--bins', type=_bins, default=None,
+                      help="bin width in frames (default: the paper's for the task)")
+  parser.add_argument('--baselines', type=Path, default=None,
+                      help='baselines.json (default: the one beside the first --scores file)')
+  parser.add_argument('--show-baselines', type=_names, default=[],
+                      help='comma-separated baseline names drawn as horizontal lines')
+  parser.add_argument('--method', default='dreamerv2', help='method in the score files')
+  return parser.parse_args(argv)
+
+
+def _baselines(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+  if not args.show_baselines:
+    return {}
+  path = args.baselines
+  if path is None and args.scores and (args.scores[0].parent / 'baselines.json').exists():
+    path = args.scores[0].parent / 'baselines.json'
+  if path is None:
+    raise CompareError('--show-baselines needs --baselines FILE (the paper\'s baselines.json)')
+  baselines = compare.load_baselines(path)
+  known = sorted({name for scores in baselines.values() for name in scores})
+  unknown = [name for name in args.show_baselines if name not in known]
+  if unknown:
+    raise CompareError(f'--show-baselines: unknown name {unknown[0]!r}; allowed: '
+                       f'{", ".join(known)}')
+  return baselines
+
+
+def plot_task(path: Path, task: str, runs: list, bins: float, paper: list, method: str,
+              lines: dict[str, float]) -> None:
+  """Draws one task: this run's mean and min-max band over seeds, the paper's likewise, and
+  horizontal lines for other agents' final scores. Writes the PNG atomically."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  xs, mean, low, high, _ = compare.task_curve(runs, bins)
+  # A run far shorter than the paper's would be a sliver: show the paper up to this run's frames.
+  right = xs[-1] * 1.05 if len(xs) else None
+  if paper:
+    pxs = np.unique(np.concatenate([c[0] for c in paper]))
+    pxs = pxs[pxs <= right] if right else pxs
+    pmean, plow, phigh, _ = compare.paper_at(paper, pxs)
+    _curve(ax, pxs, pmean, plow, phigh, '#377eb8', f'paper {method} ({len(paper)} seeds)')
+  seeds = f'{len(runs)} seed' + ('s' if len(runs) > 1 else '')
+  _curve(ax, xs, mean, low, high, '#e41a1c', f'this run ({seeds})')
+  for index, (name, score) in enumerate(sorted(lines.items())):
+    ax.axhline(score, ls='--', lw=1, color=('#222222', '#777777', '#aaaaaa')[index % 3],
+               label=name)
+  ax.set_xlim(0, right)
+  ax.set_title(task)
+  ax.set_xlabel('environment frames')
+  ax.set_ylabel('evaluation return')
+  ax.ticklabel_format(axis='x', style='sci', scilimits=(0, 0))
+  ax.grid(alpha=0.3)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize='small', loc='best')
+  fig.tight_layout()
+  try:
+    _atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
+  finally:
+    plt.close(fig)
+
+
+def _atomic_write(path: Path, write) -> None:
+  """Writes through `write(file)` into a temporary file beside `path`, then renames it over
+  `path`, so that a reader never sees a half-written file."""
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      write(f)
+    os.replace(tmp, path)
+  except BaseException:
+    Path(tmp).unlink(missing_ok=True)
+    raise
+
+
+def _curve(ax, xs, mean, low, high, color: str, label: str) -> None:
+  keep = np.isfinite(mean)
+  xs, mean, low, high = xs[keep], mean[keep], low[keep], high[keep]
+  if len(xs) == 0:
+    return
+  if len(xs) == 1:  # a band needs two points: show the seeds' spread as an error bar
+    ax.errorbar(xs, mean, yerr=[mean - low, high - mean], fmt='o', color=color, capsize=4,
+                label=label)
+    return
+  ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
+  ax.plot(xs, mean, color=color, label=label, marker='o' if len(xs) <= 30 else None, ms=3)
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = parse(argv)
+  try:
+    for indir in args.indir:
+      if not indir.is_dir():
+        raise CompareError(f'--indir {str(indir)!r} is not a directory (give run logdirs or '
+                           f'folders holding them)')
+    # Check the cheap arguments first, so that a bad one is the only line printed.
+    scores = compare.load_scores(args.scores, args.method) if args.scores else {}
+    baselines = _baselines(args)
+    try:
+      args.outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise CompareError(f'--outdir {str(args.outdir)!r} cannot be created: {e.strerror}')
+    runs = compare.find_runs(args.indir)
+    if not runs:
+      raise CompareError(f'no runs found under {", ".join(map(str, args.indir))}: no folder '
+                         f'there holds a metrics.jsonl')
+    summary = compare.table(runs, scores, args.bins)
+    if not args.scores:
+      print('no --scores given: plotting the runs without the paper\'s curves')
+    for task, info in summary['tasks'].items():
+      if args.scores and task not in scores:
+        print(f'{task}: not in the paper\'s scores; plotted without the paper\'s curve')
+      if not info['evaluations']:
+        print(f'{task}: the runs have no eval_return yet')
+      lines = {n: baselines[task][n] for n in args.show_baselines if n in baselines.get(task, {})}
+      path = args.outdir / (re.sub(r'[^\w.-]+', '_', task) + '.png')
+      plot_task(path, task, [r for r in runs if r.task == task], info['bins'],
+                scores.get(task, []), args.method, lines)
+    print()
+    print(compare.format_table(summary), end='')
+    text = json.dumps(summary, indent=1, allow_nan=False) + '\n'
+    _atomic_write(args.outdir / 'summary.json', lambda f: f.write(text.encode()))
+    print(f'\nwrote {len(summary["tasks"])} plot(s) and summary.json to {args.outdir}')
+  except (CompareError, OSError) as e:
+    message = str(e) if isinstance(e, CompareError) else f'{e.strerror or e}: {e.filename!r}'
+    print(f'error: {message}', file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
