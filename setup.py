@@ -46,6 +46,8 @@ setuptools.setup(
         'opencv-python-headless>=4.5',  # image resizing (area interpolation) in dreamerv2_tf.envs
         'crafter>=1.8,<2',
         'matplotlib>=3.5',  # scripts/plot.py
+        'imageio>=2.20',  # eval videos (.gif, .mp4)
+        'imageio-ffmpeg',  # ships the ffmpeg binary that .mp4 needs
     ],
     extras_require={
         'test': ['pytest>=8', 'pytest-timeout', 'pandas'],
