@@ -67,10 +67,9 @@ def load_run(logdir, checkpoint: str | None = None, overrides=()):
     agent = Agent(config, env.obs_space, env.act_space)
   finally:
     env.close()
-  step = tf.Variable(0, dtype=tf.int64, trainable=False)
-  status = tf.train.Checkpoint(agent=agent, step=step).restore(path)
+  status = tf.train.Checkpoint(agent=agent, step=agent.step).restore(path)
   status.assert_existing_objects_matched()
-  return config, agent, path, int(step) * config.action_repeat
+  return config, agent, path, int(agent.step) * config.action_repeat
 
 
 def evaluate(logdir, episodes: int = 10, seed: int | None = None, checkpoint: str | None = None,

@@ -137,7 +137,7 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   logger = Logger(logdir, config.action_repeat, total_frames=config.steps * config.action_repeat)
 
   agent = Agent(config, obs_space, act_space)
-  step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+  step = agent.step  # Agent steps: the loop's counter and the clock of the agent's schedules.
   checkpoint = tf.train.Checkpoint(agent=agent, step=step)
   manager = tf.train.CheckpointManager(checkpoint, logdir / 'checkpoints', max_to_keep=3)
   if manager.latest_checkpoint:
@@ -247,7 +247,9 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
         if not stop():
           save()
       mode = 'explore' if int(step) < config.expl_until else 'train'
-      train_driver(policy(mode), steps=max(int(config.eval_every), 1))
+      remaining = int(config.steps) - int(step)
+      period = int(config.eval_every) if config.eval_every > 0 else remaining
+      train_driver(policy(mode), steps=max(min(period, remaining), 1))
     save()
   logger.write(int(step))
   logger.close()
