@@ -115,10 +115,21 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   from dreamerv2_tf.replay import Replay
 
   if env is None:
-    config = config.update({'task': envs_lib.task_name(config.task)})
+    try:
+      config = config.update({'task': envs_lib.task_name(config.task)})
+    except ValueError as e:  # An unknown task is bad input: one line, no traceback.
+      raise ConfigError(str(e)) from None
   elif eval_env is None:
     eval_env = _second_env(env)
-  config, logdir = prepare_logdir(config)
+  # Environments first: a task that cannot be made leaves no logdir behind.
+  train_env = make_envs(env, config, 'train', config.envs)
+  eval_env_ = make_envs(eval_env, config, 'eval', 1)
+  try:
+    config, logdir = prepare_logdir(config)
+  except BaseException:
+    train_env.close()
+    eval_env_.close()
+    raise
   print(f'Logdir: {logdir}', flush=True)
   device = precision.setup_devices()
   policy_name = precision.resolve(config.precision)
@@ -126,8 +137,6 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
         f'tf.function {config.jit}, XLA {config.xla}', flush=True)
   print(config, flush=True)
 
-  train_env = make_envs(env, config, 'train', config.envs)
-  eval_env_ = make_envs(eval_env, config, 'eval', 1)
   obs_space, act_space = train_env.obs_space, train_env.act_space
   replay_kw = {k: v for k, v in config.replay.to_dict().items()}
   train_replay = Replay(logdir / 'train_episodes', seed=config.seed, **replay_kw)
@@ -280,8 +289,11 @@ def make_envs(env, config: Config, mode: str, count: int):
     if how == 'ale_vector' and not config.task.startswith('atari_'):
       raise ConfigError(f'envs_parallel ale_vector is for Atari tasks, not {config.task!r}')
     seed = config.seed + (0 if mode == 'train' else 10_000)
-    return envs_lib.make_batch_env(config.task, count, config, mode=mode, seed=seed,
-                                   parallel=how == 'process', fast=how == 'ale_vector')
+    try:
+      return envs_lib.make_batch_env(config.task, count, config, mode=mode, seed=seed,
+                                     parallel=how == 'process', fast=how == 'ale_vector')
+    except ValueError as e:  # E.g. a gymnasium id that is not registered.
+      raise ConfigError(str(e)) from None
   if not hasattr(env, 'obs_space'):
     env = envs_lib.from_env(env, config)
   return env if hasattr(env, 'num_envs') else envs_lib.BatchEnv([env])

@@ -140,3 +140,15 @@ def test_python_api_trains_on_a_user_built_env(tmp_path):
     assert 0.01 * (1 - frames / 250) - 1e-6 <= value <= 0.01 * (1 - (frames - 60) / 250) + 1e-6
   saved = dreamerv2_tf.Config.load(tmp_path / 'config.yaml')
   assert saved.steps == 250 and saved.logdir == str(tmp_path)
+
+
+@pytest.mark.parametrize('task,message', [
+    ('pongg', "unknown task 'pongg'; did you mean pong?"),
+    ('gym:NoSuchEnv-v0', "cannot make gymnasium env 'NoSuchEnv-v0'"),
+])
+def test_unknown_task_is_a_one_line_error_and_writes_nothing(tmp_path, task, message):
+  logdir = tmp_path / 'run'
+  proc = run(['--configs', 'debug', '--task', task, '--logdir', str(logdir)], check=False)
+  errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+  assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr and not logdir.exists()
