@@ -387,10 +387,19 @@ class Agent(tf.Module):
       dist = self.ac.actor(self.wm.rssm.get_feat(latent))
       if mode == 'eval':
         action = self._noise(dist.mode(), self.config.eval_noise)
+      elif mode == 'explore' and self.config.expl_behavior == 'random':
+        action = self._random_action(tf.shape(embed)[0])
       else:
         action = self._noise(dist.sample(), self.config.expl_noise)
       return {'action': action}, (latent, action)
     return policy
+
+  def _random_action(self, batch):
+    """Uniform random actions (expl_behavior: random), in the agent's action format."""
+    if self._discrete:
+      index = tf.random.uniform([batch], 0, self.wm.act_size, tf.int32)
+      return tf.one_hot(index, self.wm.act_size, dtype=tf.float32)
+    return tf.random.uniform([batch, self.wm.act_size], -1, 1)
 
   def _noise(self, action, amount):
     if amount == 0:

@@ -27,7 +27,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     r'.*\.norm': ('none', 'layer'),
     r'.*\.act': ('elu', 'relu', 'tanh', 'swish', 'silu', 'gelu', 'leaky_relu', 'none'),
     r'rssm\.std_act': ('softplus', 'sigmoid', 'sigmoid2'),
-    r'strategy': ('default', 'mirrored', 'multi_worker'),
+    r'strategy': ('default',),  # mirrored and multi_worker: not implemented yet.
     r'envs_parallel': ('auto', 'none', 'process', 'ale_vector'),
     r'expl_behavior': ('greedy', 'random'),
     r'.*_opt\.opt': ('adam',),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import pathlib
+import re
 import signal
 import sys
 import time
@@ -31,7 +32,6 @@ def default_logdir(config: Config) -> pathlib.Path:
 
 def prepare_logdir(config: Config) -> tuple[Config, pathlib.Path]:
   """Resolves the logdir and checks a resumed run's config against the saved one."""
-  import re
   logdir = pathlib.Path(config.logdir) if config.logdir else default_logdir(config)
   saved = logdir / 'config.yaml'
   if saved.exists():
@@ -167,9 +167,13 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
     # Means over the episodes that end within one log period (or one evaluation).
     logger.mean(f'{mode}_return', float(np.sum(ep['reward'])))
     logger.mean(f'{mode}_length', len(ep['reward']) - 1)
-    for key, value in ep.items():
-      if key.startswith('log_achievement_'):
-        logger.mean(f'{mode}_{key[4:]}', float(np.max(value)))
+    # log_keys_sum/mean/max: regexes of episode keys (e.g. Crafter's achievements) to log.
+    for op in ('sum', 'mean', 'max'):
+      pattern = config[f'log_keys_{op}']
+      for key, value in ep.items():
+        if re.match(pattern, key):
+          name = key[len('log_'):] if key.startswith('log_') else key
+          logger.mean(f'{mode}_{op}_{name}', float(getattr(np, op)(value)))
     if mode == 'eval' and videos['eval'] == 0:
       for key in config.log_keys_video:
         if key in ep and ep[key].ndim == 4:

@@ -185,3 +185,14 @@ def test_gaussian_latents_ablation_trains():
       agent.wm.encoder(agent.wm.preprocess(batch)), batch['action'], batch['is_first'])
   assert post['stoch'].shape == (4, 10, 6) and 'mean' in post and 'logits' not in post
   assert float(tf.reduce_min(post['std'])) >= config.rssm.min_std
+
+
+def test_random_exploration_is_uniform_in_explore_mode_only():
+  config = load_config(['atari', 'debug'], ['--expl_behavior', 'random', '--jit', 'true'])
+  obs_space, act_space = make_spaces()
+  agent = Agent(config, obs_space, act_space)
+  obs = {k: v[:, 0] for k, v in make_batch(obs_space, act_space, batch=600).items()}
+  counts = agent.policy(obs, None, 'explore')[0]['action'].sum(0)
+  assert counts.sum() == 600 and counts.min() > 60  # About 100 each of 6 actions.
+  eval_actions = agent.policy(obs, None, 'eval')[0]['action']
+  np.testing.assert_allclose(eval_actions.sum(-1), 1.0)

@@ -62,7 +62,8 @@ def test_smoke_run_then_resume(tmp_path, name, args, repeat):
   assert f'Logdir: {logdir}' in proc.stdout
   assert_run(logdir, 400, repeat)
   if name == 'crafter':  # Achievements are logged per episode.
-    assert any('train_achievement_collect_wood' in r for r in records(logdir))
+    assert any('train_max_achievement_collect_wood' in r for r in records(logdir))
+    assert any('train_sum_reward' in r for r in records(logdir))  # log_keys_sum: ^log_reward$
   first_steps = max(r['step'] for r in records(logdir))
   first_episodes = len(episodes(logdir))
   proc = run(args + ['--logdir', str(logdir), '--steps', '700'])
