@@ -8,10 +8,10 @@ Kept free of TensorFlow imports so that CLIs and tests start fast.
 from __future__ import annotations
 
 import difflib
+import io
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -311,18 +311,10 @@ class Config(Mapping):
 
   def save(self, path: str | os.PathLike) -> None:
     """Write the flat values as YAML atomically (temp file in the same folder + rename)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-      with os.fdopen(fd, 'w', encoding='utf-8') as f:
-        _yaml().dump(self.flat, f)
-        f.flush()
-        os.fsync(f.fileno())
-      os.chmod(tmp, 0o644)  # mkstemp creates 0600; give the usual mode of a new file
-      os.replace(tmp, path)
-    except BaseException:
-      os.unlink(tmp)  # a failed save leaves no partial file
-      raise
+    from dreamerv2_tf.files import write_text_atomic
+    text = io.StringIO()
+    _yaml().dump(self.flat, text)
+    write_text_atomic(path, text.getvalue())
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> Config:

@@ -10,8 +10,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
   folder = os.path.dirname(os.path.abspath(path))
   fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
   try:
-    with os.fdopen(fd, 'w') as f:
+    with os.fdopen(fd, 'w', encoding='utf-8') as f:
       f.write(text)
+      f.flush()
+      os.fsync(f.fileno())  # The data is on disk before the rename makes it visible.
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; keep the usual mode.
     os.replace(tmp, path)
   except BaseException:
