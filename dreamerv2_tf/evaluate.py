@@ -52,8 +52,12 @@ def saved_config(path) -> Config:
   return defaults.update({k: v for k, v in saved.items() if k in defaults.flat})
 
 
-def load_run(logdir, checkpoint: str | None = None, overrides=()):
-  """(config, agent, checkpoint path, frames) of a run, restored read-only."""
+def load_run(logdir, checkpoint: str | None = None, overrides=(), env=None):
+  """(config, agent, checkpoint path, frames) of a run, restored read-only.
+
+  env: an eval batch env of the run's task to take the spaces from; by default one is made and
+  closed again.
+  """
   logdir = check_logdir(logdir)
   import tensorflow as tf
   from dreamerv2_tf.agent import Agent
@@ -62,11 +66,12 @@ def load_run(logdir, checkpoint: str | None = None, overrides=()):
   if overrides:
     config = config.update(dict(overrides))
   path = find_checkpoint(logdir, checkpoint)
-  env = make_envs(None, config, 'eval', 1)
+  spaces_env = env if env is not None else make_envs(None, config, 'eval', 1)
   try:
-    agent = Agent(config, env.obs_space, env.act_space)
+    agent = Agent(config, spaces_env.obs_space, spaces_env.act_space)
   finally:
-    env.close()
+    if env is None:
+      spaces_env.close()
   status = tf.train.Checkpoint(agent=agent, step=agent.step).restore(path)
   status.assert_existing_objects_matched()
   return config, agent, path, int(agent.step) * config.action_repeat
@@ -84,14 +89,18 @@ def evaluate(logdir, episodes: int = 10, seed: int | None = None, checkpoint: st
     raise ConfigError(f'--episodes must be at least 1, got {episodes}')
   if video and not video.endswith(('.mp4', '.gif')):
     raise ConfigError(f'--video {video!r}: the file must end in .mp4 or .gif')
-  check_logdir(logdir)
-  config, agent, path, frames = load_run(logdir, checkpoint)
+  config = saved_config(check_logdir(logdir) / 'config.yaml')
   seed = config.seed + 12345 if seed is None else seed
+  # One env serves both for the agent's spaces and for playing.
+  env = make_envs(None, config.update({'seed': seed}), 'eval', 1)
+  try:
+    config, agent, path, frames = load_run(logdir, checkpoint, {'seed': seed}, env=env)
+  except BaseException:
+    env.close()
+    raise
   seed_everything(seed)
-  config = config.update({'seed': seed})
   print(f'Loaded {path} ({frames:,} frames); playing {episodes} episodes of {config.task}',
         file=stream, flush=True)
-  env = make_envs(None, config, 'eval', 1)
   driver = Driver(env, env.act_space['action'])
   returns, lengths, frames_out = [], [], []
 

@@ -138,7 +138,7 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   print(config, flush=True)
 
   obs_space, act_space = train_env.obs_space, train_env.act_space
-  replay_kw = {k: v for k, v in config.replay.to_dict().items()}
+  replay_kw = config.replay.to_dict()
   train_replay = Replay(logdir / 'train_episodes', seed=config.seed, **replay_kw)
   eval_replay = Replay(logdir / 'eval_episodes', seed=config.seed + 1,
                        capacity=max(replay_kw['capacity'] // 10, 1),
