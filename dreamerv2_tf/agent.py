@@ -10,7 +10,8 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from dreamerv2_tf import nets, precision
+from dreamerv2_tf import distribute, nets, precision
+from dreamerv2_tf.noise import Noise
 from dreamerv2_tf.optim import Optimizer
 from dreamerv2_tf.returns import StreamNorm, discount_weights, lambda_return
 from dreamerv2_tf.schedule import schedule
@@ -74,10 +75,10 @@ class WorldModel(tf.Module):
     out['discount'] = (1.0 - tf.cast(out['is_terminal'], tf.float32)) * self.config.discount
     return out
 
-  def loss(self, data: dict) -> tuple[tf.Tensor, dict, dict]:
+  def loss(self, data: dict, noise: Noise | None = None) -> tuple[tf.Tensor, dict, dict]:
     """World-model loss -ln p(x) - ln p(r) - ln p(gamma) + beta * KL on `[B, T]` data."""
     embed = self.encoder(data)
-    post, prior = self.rssm.observe(embed, data['action'], data['is_first'])
+    post, prior = self.rssm.observe(embed, data['action'], data['is_first'], noise=noise)
     kl_loss, kl_value = self.rssm.kl_loss(post, prior, **_kwargs(self.config.kl))
     feat = self.rssm.get_feat(post)
     losses = {'kl': kl_loss}
@@ -96,9 +97,9 @@ class WorldModel(tf.Module):
     metrics['post_ent'] = tf.reduce_mean(self.rssm.get_dist(post).entropy())
     return model_loss, {'embed': embed, 'feat': feat, 'post': post, 'prior': prior}, metrics
 
-  def train(self, data: dict) -> tuple[dict, dict]:
+  def train(self, data: dict, noise: Noise | None = None) -> tuple[dict, dict]:
     with tf.GradientTape() as tape:
-      model_loss, outputs, metrics = self.loss(data)
+      model_loss, outputs, metrics = self.loss(data, noise)
     metrics.update(self.opt(tape, model_loss))
     return outputs, metrics
 
@@ -124,7 +125,8 @@ class WorldModel(tf.Module):
     B, T, H, W, C = video.shape
     return tf.reshape(tf.transpose(video, [1, 2, 0, 3, 4]), [T, H, B * W, C])
 
-  def imagine(self, actor, start: dict, is_terminal: tf.Tensor, horizon: int) -> dict:
+  def imagine(self, actor, start: dict, is_terminal: tf.Tensor, horizon: int,
+              noise: Noise | None = None) -> dict:
     """Rolls the actor out in the model from every start state, time-major `[H+1, B*T, ...]`.
 
     seq['action'][t] is the action that led into state t (zeros at t=0). seq['discount'][0] is
@@ -137,8 +139,9 @@ class WorldModel(tf.Module):
     seq['feat'] = [feat]
     seq['action'] = [tf.zeros([tf.shape(feat)[0], self.act_size], tf.float32)]
     for _ in range(horizon):
-      action = actor(tf.stop_gradient(seq['feat'][-1])).sample()
-      state = self.rssm.img_step({k: v[-1] for k, v in seq.items() if k in state}, action)
+      action = actor(tf.stop_gradient(seq['feat'][-1])).sample(noise)
+      state = self.rssm.img_step({k: v[-1] for k, v in seq.items() if k in state}, action,
+                                 noise=noise)
       for key, value in {**state, 'action': action, 'feat': self.rssm.get_feat(state)}.items():
         seq[key].append(value)
     seq = {k: tf.stack(v, 0) for k, v in seq.items()}
@@ -177,6 +180,9 @@ class ActorCritic(tf.Module):
       # the first update already sees the critic's weights. Later copies are identical.
       for s, d in zip(self.critic.variables, self.target_critic.variables):
         d.assign(s)
+    # Checkpoints reach Keras layers' variables through their optimizer; the slow critic has
+    # none, so its variables are tracked here (else a resume would reset it).
+    self.target_variables = list(self.target_critic.variables)
     self.updates = tf.Variable(0, trainable=False, dtype=tf.int64)
     self.rewnorm = StreamNorm(**_kwargs(config.reward_norm))
     self.actor_opt = Optimizer('actor', **_kwargs(config.actor_opt), loss_scale=loss_scale,
@@ -184,10 +190,11 @@ class ActorCritic(tf.Module):
     self.critic_opt = Optimizer('critic', **_kwargs(config.critic_opt), loss_scale=loss_scale,
                                 variables=self.critic.trainable_variables)
 
-  def train(self, world_model: WorldModel, start: dict, is_terminal: tf.Tensor) -> dict:
+  def train(self, world_model: WorldModel, start: dict, is_terminal: tf.Tensor,
+            noise: Noise | None = None) -> dict:
     reward_head = world_model.heads['reward']
     with tf.GradientTape() as actor_tape:
-      seq = world_model.imagine(self.actor, start, is_terminal, self.config.imag_horizon)
+      seq = world_model.imagine(self.actor, start, is_terminal, self.config.imag_horizon, noise)
       seq['reward'], metrics = self.rewnorm(reward_head(seq['feat']).mode())
       target, mets = self.target(seq)
       metrics.update(mets)
@@ -278,6 +285,10 @@ class ActorCritic(tf.Module):
 
   def update_slow_target(self) -> None:
     """Every `slow_target_update` updates: target <- mix * critic + (1 - mix) * target."""
+    # Cross-replica: mirrored variables are assigned once, for every replica.
+    distribute.cross_replica(self._update_slow_target)
+
+  def _update_slow_target(self) -> None:
     if self.config.slow_target:
       def copy():
         mix = tf.where(self.updates == 0, 1.0, float(self.config.slow_target_fraction))
@@ -297,10 +308,22 @@ class Agent(tf.Module):
       vectors) plus `reward`, `is_first`, `is_last`, `is_terminal`.
     act_space: gymnasium `Dict` with key `action`: `Discrete(n)` (one-hot vectors in batches and
       policy outputs) or a 1-D `Box` in [-1, 1].
+    strategy: a `tf.distribute.Strategy` (see `distribute.make_strategy`); None uses the current
+      one (the default strategy outside any scope). Variables and optimizers are created in its
+      scope, `train` runs data parallel on its replicas, acting uses one device.
   """
 
-  def __init__(self, config, obs_space: gym.spaces.Dict, act_space: gym.spaces.Dict):
+  def __init__(self, config, obs_space: gym.spaces.Dict, act_space: gym.spaces.Dict,
+               strategy: tf.distribute.Strategy | None = None):
     super().__init__(name='agent')
+    self.strategy = strategy or tf.distribute.get_strategy()
+    # Agent steps, the loop's counter and the schedules' clock: a plain host variable (the
+    # loop reads it as an int every step), set by the acting loop, only read in training.
+    self.step = tf.Variable(0, trainable=False, dtype=tf.int64)
+    with self.strategy.scope():
+      self._build(config, obs_space, act_space)
+
+  def _build(self, config, obs_space, act_space):
     for key in STEP_KEYS:
       if key not in obs_space.spaces:
         raise ValueError(f'obs_space lacks key {key!r}; it needs {", ".join(STEP_KEYS)} '
@@ -313,7 +336,6 @@ class Agent(tf.Module):
     self.config, self.obs_space, self.act_space = config, obs_space, act_space['action']
     self.dtype = precision.resolve(config.precision)
     loss_scale = self.dtype == 'mixed_float16'
-    self.step = tf.Variable(0, trainable=False, dtype=tf.int64)  # Agent steps, for schedules.
     self.wm = WorldModel(config, obs_space, self.act_space, self.dtype, loss_scale)
     self.ac = ActorCritic(config, self.act_space, self.wm.rssm.feat_size, self.step,
                           self.dtype, loss_scale)
@@ -322,9 +344,22 @@ class Agent(tf.Module):
     # explicit), and converting the config and Keras internals only costs trace time.
     wrap = (lambda fn: tf.function(fn, jit_compile=bool(config.xla), autograph=False)
             if config.jit else fn)
-    self._train_fn = wrap(self._train)
+    self._train_fn = wrap(self._train_replicas)
     self._report_fn = wrap(self._report)
-    self._policy_fns = {mode: wrap(self._make_policy(mode)) for mode in ('train', 'explore', 'eval')}
+    # One step function per mode, with its own XLA switch (policy_xla); see _compile_policy.
+    self._policy_fns = {mode: self._compile_policy(mode) for mode in ('train', 'explore', 'eval')}
+
+  @property
+  def weights_(self) -> list:
+    """Every network weight, optimizer slot and counter of the agent, in a fixed order."""
+    ac = self.ac
+    modules = [*self.wm.modules_, ac.actor, ac.critic]
+    if ac.target_critic is not ac.critic:
+      modules.append(ac.target_critic)
+    opts = [self.wm.opt, ac.actor_opt, ac.critic_opt]
+    scales = [v for o in opts if o._loss_scale for v in (o.scale, o.good_steps)]
+    return ([v for m in modules for v in m.variables] + [v for o in opts for v in o.opt.variables]
+            + scales + [ac.updates, ac.rewnorm.mag, self.step])
 
   def report(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Open-loop video predictions of the world model for the image keys of a batch."""
@@ -338,20 +373,32 @@ class Agent(tf.Module):
     keys = self.wm.heads['decoder'].cnn_keys
     return {key: self.wm.video_pred(data, key) for key in keys}
 
+  def _train_replicas(self, data):
+    metrics = self.strategy.run(self._train, args=(data,))
+    return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+            for k, v in metrics.items()}
+
   def _train(self, data):
+    # Samples depend on (seed, update, global row) only: see noise.py.
+    noise = Noise(self.config.seed, self.ac.updates)
     data = self.wm.preprocess(data)
-    outputs, metrics = self.wm.train(data)
-    metrics.update(self.ac.train(self.wm, outputs['post'], data['is_terminal']))
+    outputs, metrics = self.wm.train(data, noise)
+    metrics.update(self.ac.train(self.wm, outputs['post'], data['is_terminal'], noise))
     return metrics
 
   def train(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:
     """One gradient step of the world model, actor and critic on a batch `[B, T, ...]`.
 
     The batch holds the observation keys and `action` (one-hot for discrete actions; the action
-    at index t led into step t). Returns the metrics as Python floats.
+    at index t led into step t). Under a strategy with several replicas it is the global batch,
+    split here into equal shares, or already distributed values (from the strategy's
+    `experimental_distribute_dataset`). Returns the metrics, averaged over replicas, as floats.
     """
-    data = self._check_batch(batch)
-    metrics = self._train_fn(data)
+    if not isinstance(next(iter(batch.values())), tf.distribute.DistributedValues):
+      batch = self._check_batch(batch)
+      if self.strategy.num_replicas_in_sync > 1:
+        batch = distribute.split_batch(self.strategy, batch)
+    metrics = self._train_fn(batch)
     return {k: float(v) for k, v in metrics.items()}
 
   def _check_batch(self, batch) -> dict:
@@ -374,13 +421,21 @@ class Agent(tf.Module):
             tf.zeros([batch_size, self.wm.act_size], tf.float32))
 
   def _make_policy(self, mode, state_mean: bool | None = None):
-    """The policy step for a mode; `state_mean` overrides `eval_state_mean` (for export)."""
+    """The policy step `(obs, state) -> ({'action'}, state)` for a mode, as plain TF code.
+
+    obs needs the encoder's keys and `is_first`; other keys are ignored. `state_mean` overrides
+    `eval_state_mean` (for export).
+    """
     if state_mean is None:
       state_mean = mode == 'eval' and self.config.eval_state_mean
+    keys = self._policy_keys()
 
     def policy(obs, state):
       latent, action = state
-      data = self.wm.preprocess(obs)
+      # Acting has no use for rewards or terminals; zeros keep preprocess's input contract.
+      batch = tf.shape(obs['is_first'])[:1]
+      data = self.wm.preprocess({**{k: obs[k] for k in keys}, 'reward': tf.zeros(batch),
+                                 'is_terminal': tf.zeros(batch, tf.bool)})
       embed = self.wm.encoder(data)
       sample = not state_mean
       latent, _ = self.wm.rssm.obs_step(latent, action, embed, data['is_first'], sample)
@@ -393,6 +448,30 @@ class Agent(tf.Module):
         action = self._noise(dist.sample(), self.config.expl_noise)
       return {'action': action}, (latent, action)
     return policy
+
+  def _compile_policy(self, mode, xla: bool | None = None):
+    """The policy step of a mode as a callable `(obs, state) -> (outputs, state)`.
+
+    With `jit`, a tf.function, compiled by XLA when `xla` (default: the `policy_xla` config
+    value) is on. Its small graph compiles in about a second per batch size, and XLA runs it as
+    fused kernels. One concrete function is kept per batch size and called directly: that skips
+    tf.function's matching of the arguments against its traces, a tenth of a batch-1 step.
+    """
+    fn = self._make_policy(mode)
+    if not self.config.jit:
+      return fn
+    if xla is None:
+      xla = precision.policy_xla(self.config.policy_xla)
+    fn = tf.function(fn, jit_compile=bool(xla), autograph=False)
+    concrete = {}  # Batch size -> concrete function; a closure, so checkpoints never see it.
+
+    def step(obs, state):
+      batch = len(obs['is_first'])
+      if batch not in concrete:
+        concrete[batch] = fn.get_concrete_function(obs, state)
+      return concrete[batch](obs, state)
+    step.function = fn  # For tests and benchmarks: fn.experimental_get_tracing_count().
+    return step
 
   def _random_action(self, batch):
     """Uniform random actions (expl_behavior: random), in the agent's action format."""
@@ -409,6 +488,10 @@ class Agent(tf.Module):
       return nets.dists.OneHotDist(tf.math.log(probs)).sample()
     return tf.clip_by_value(action + amount * tf.random.normal(tf.shape(action)), -1, 1)
 
+  def _policy_keys(self) -> tuple[str, ...]:
+    """The observation keys the policy reads: the encoder's inputs and `is_first`."""
+    return (*self.wm.encoder.cnn_keys, *self.wm.encoder.mlp_keys, 'is_first')
+
   def policy(self, obs: Mapping[str, np.ndarray], state=None, mode: str = 'train'):
     """Acts on a batch of observations `[B, ...]`.
 
@@ -416,10 +499,21 @@ class Agent(tf.Module):
     actor's mode, plus `eval_noise`). Returns `({'action': np.ndarray [B, A]}, state)`; pass the
     state back on the next call (None starts from zeros; `is_first` resets single entries).
     """
-    if mode not in self._policy_fns:
-      raise ValueError(f'policy mode {mode!r}; allowed: {", ".join(self._policy_fns)}')
-    obs = {k: v for k, v in obs.items() if k in self.obs_space.spaces}
+    try:
+      fn = self._policy_fns[mode]
+    except (KeyError, TypeError):
+      raise ValueError(f'policy mode {mode!r}; allowed: {", ".join(self._policy_fns)}') from None
+    # Only the keys the policy reads cross into TensorFlow: every input is converted and
+    # flattened on each call, which at batch 1 costs about as much as a small layer.
+    try:
+      inputs = {k: obs[k] for k in self._policy_keys()}
+    except KeyError as e:
+      raise ValueError(f'obs lacks key {e.args[0]!r}; the policy reads '
+                       f'{", ".join(self._policy_keys())}') from None
+    first = inputs['is_first']
+    if getattr(first, 'dtype', None) != bool:  # One input signature: no retrace for 0/1 flags.
+      inputs['is_first'] = first = np.asarray(first, bool)
     if state is None:
-      state = self.initial_state(len(obs['is_first']))
-    outputs, state = self._policy_fns[mode](obs, state)
-    return {k: v.numpy() for k, v in outputs.items()}, state
+      state = self.initial_state(len(first))
+    outputs, state = fn(inputs, state)
+    return {'action': outputs['action'].numpy()}, state

@@ -21,13 +21,14 @@ from ruamel.yaml import YAML, YAMLError
 # Key regex (full match) -> allowed values, compared and stored as strings.
 CHOICES: dict[str, tuple[str, ...]] = {
     r'precision': ('auto', '32', '16', 'bf16'),
+    r'policy_xla': ('auto', 'true', 'false'),
     r'clip_rewards': ('tanh', 'identity', 'sign'),
     r'actor_grad': ('auto', 'reinforce', 'dynamics', 'both'),
     r'actor\.dist': ('auto', 'onehot', 'trunc_normal', 'normal', 'tanh_normal'),
     r'.*\.norm': ('none', 'layer'),
     r'.*\.act': ('elu', 'relu', 'tanh', 'swish', 'silu', 'gelu', 'leaky_relu', 'none'),
     r'rssm\.std_act': ('softplus', 'sigmoid', 'sigmoid2'),
-    r'strategy': ('default',),  # mirrored and multi_worker: not implemented yet.
+    r'strategy': ('default', 'mirrored', 'multi_worker'),
     r'envs_parallel': ('auto', 'none', 'process', 'ale_vector'),
     r'expl_behavior': ('greedy', 'random'),
     r'.*_opt\.opt': ('adam',),
@@ -124,6 +125,8 @@ def _coerce(key: str, value: Any, default: Any, cli: bool = False, where: str = 
       value = None  # reported as a type error below
   number = isinstance(value, (int, float)) and not isinstance(value, bool)
   kind = 'null' if value is None else type(value).__name__
+  if choices and isinstance(value, bool):  # YAML `policy_xla: true` is a bool
+    value = 'true' if value else 'false'
   if choices:  # compared as strings: YAML `precision: 16` is an int
     ok, value = (number or isinstance(value, str)) and str(value) in choices, str(value)
   elif isinstance(default, bool):

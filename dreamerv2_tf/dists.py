@@ -4,6 +4,10 @@ TFP distributions are used inside our own code only (not as Keras layers). The w
 DreamerV2 needs on top: straight-through gradients for one-hot samples and modes, float32
 likelihoods whatever the compute dtype, and a uniform `mode()` for every head. Every wrapper keeps
 the TFP distribution as `.dist` so `tfd.kl_divergence` works on it.
+
+`sample(noise)` takes an optional `noise.Noise`: the train step passes one so its samples are a
+function of the global batch row (exact data parallelism, see `distribute.py`); acting passes
+none and uses TensorFlow's stateful generators.
 """
 from __future__ import annotations
 
@@ -15,6 +19,16 @@ tfd = tfp.distributions
 
 def _f32(x: tf.Tensor) -> tf.Tensor:
   return tf.cast(x, tf.float32)
+
+
+def dims(x: tf.Tensor) -> list:
+  """The shape of x as a list: static ints where known, scalar tensors elsewhere.
+
+  Reshaping with this list (rather than `tf.shape(x)`) keeps the static dimensions in the
+  graph, so convolution and matmul kernels are chosen for known shapes.
+  """
+  dynamic = tf.shape(x)
+  return [s if s is not None else dynamic[i] for i, s in enumerate(x.shape.as_list())]
 
 
 class OneHotDist:
@@ -35,8 +49,15 @@ class OneHotDist:
     probs = tf.nn.softmax(self.logits, -1)
     return onehot + probs - tf.stop_gradient(probs)
 
-  def sample(self, seed=None) -> tf.Tensor:
-    return self._straight_through(tf.stop_gradient(self.dist.sample(seed=seed)))
+  def sample(self, noise=None) -> tf.Tensor:
+    if noise is None:
+      onehot = self.dist.sample()
+    else:
+      # Gumbel-max: argmax(logits + Gumbel noise) is a sample of the categorical.
+      gumbel = -tf.math.log(-tf.math.log(noise.uniform(dims(self.logits))))
+      onehot = tf.one_hot(tf.argmax(self.logits + gumbel, -1), self.logits.shape[-1],
+                          dtype=tf.float32)
+    return self._straight_through(tf.stop_gradient(onehot))
 
   def mode(self) -> tf.Tensor:
     depth = self.logits.shape[-1]
@@ -72,10 +93,13 @@ class NormalDist:
   """Diagonal Normal with learned std, over the last `event_dims` dimensions."""
 
   def __init__(self, mean: tf.Tensor, std: tf.Tensor, event_dims: int = 1):
-    self.dist = tfd.Independent(tfd.Normal(_f32(mean), _f32(std)), event_dims)
+    self._mean, self._std = _f32(mean), _f32(std)
+    self.dist = tfd.Independent(tfd.Normal(self._mean, self._std), event_dims)
 
-  def sample(self, seed=None) -> tf.Tensor:
-    return self.dist.sample(seed=seed)  # Reparameterised.
+  def sample(self, noise=None) -> tf.Tensor:
+    if noise is None:
+      return self.dist.sample()  # Reparameterised.
+    return self._mean + self._std * noise.normal(dims(self._mean))
 
   def mode(self) -> tf.Tensor:
     return self.dist.mean()
@@ -123,15 +147,22 @@ class TruncNormalDist:
 
   def __init__(self, mean: tf.Tensor, std: tf.Tensor, clip: float = 1e-6):
     self._clip = clip
+    self._mean, self._std = _f32(mean), _f32(std)
     self.dist = tfd.Independent(
-        tfd.TruncatedNormal(_f32(mean), _f32(std), -1.0, 1.0), 1)
+        tfd.TruncatedNormal(self._mean, self._std, -1.0, 1.0), 1)
 
   def _clipped(self, x: tf.Tensor) -> tf.Tensor:
     clipped = tf.clip_by_value(x, -1 + self._clip, 1 - self._clip)
     return x - tf.stop_gradient(x) + tf.stop_gradient(clipped)
 
-  def sample(self, seed=None) -> tf.Tensor:
-    return self._clipped(self.dist.sample(seed=seed))
+  def sample(self, noise=None) -> tf.Tensor:
+    if noise is None:
+      return self._clipped(self.dist.sample())
+    # Inverse CDF: a pathwise (reparameterised) sample, differentiable in mean and std.
+    ndtr = lambda x: 0.5 * tf.math.erfc(-x / 2 ** 0.5)  # The standard normal CDF.
+    low, high = ndtr((-1 - self._mean) / self._std), ndtr((1 - self._mean) / self._std)
+    u = low + noise.uniform(dims(self._mean)) * (high - low)
+    return self._clipped(self._mean + self._std * tf.math.ndtri(u))
 
   def mode(self) -> tf.Tensor:
     return self.dist.mean()
@@ -147,13 +178,16 @@ class TanhNormalDist:
   """Normal squashed by tanh; the mode is estimated as the tanh of the Normal's mean."""
 
   def __init__(self, mean: tf.Tensor, std: tf.Tensor):
-    base = tfd.Normal(_f32(mean), _f32(std))
+    self._mean, self._std = _f32(mean), _f32(std)
+    base = tfd.Normal(self._mean, self._std)
     self._normal = tfd.Independent(base, 1)
     self.dist = tfd.Independent(
         tfd.TransformedDistribution(base, tfp.bijectors.Tanh()), 1)
 
-  def sample(self, seed=None) -> tf.Tensor:
-    return self.dist.sample(seed=seed)
+  def sample(self, noise=None) -> tf.Tensor:
+    if noise is None:
+      return self.dist.sample()
+    return tf.tanh(self._mean + self._std * noise.normal(dims(self._mean)))
 
   def mode(self) -> tf.Tensor:
     return tf.tanh(self._normal.mean())

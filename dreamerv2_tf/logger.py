@@ -22,21 +22,25 @@ TERMINAL_KEYS = ('train_return', 'eval_return', 'model_loss', 'image_loss', 'rew
 
 
 class Logger:
-  """Collects scalars, images and videos, and writes them to all outputs on `write()`."""
+  """Collects scalars, images and videos, and writes them to all outputs on `write()`.
 
-  def __init__(self, logdir: str | pathlib.Path, multiplier: int = 1, tensorboard: bool = True,
-               total_frames: float | None = None, stream=sys.stdout):
-    self.logdir = pathlib.Path(logdir)
-    self.logdir.mkdir(parents=True, exist_ok=True)
+  With `logdir=None` (the non-chief workers of a multi-worker run) it only prints to `stream`.
+  """
+
+  def __init__(self, logdir: str | pathlib.Path | None, multiplier: int = 1,
+               tensorboard: bool = True, total_frames: float | None = None, stream=sys.stdout):
+    self.logdir = pathlib.Path(logdir) if logdir is not None else None
     self.multiplier = multiplier
     self.total_frames = total_frames
     self.stream = stream
     self._scalars: dict[str, float] = {}
     self._means: dict[str, list] = {}
     self._videos: dict[str, np.ndarray] = {}
-    self._jsonl = open(self.logdir / 'metrics.jsonl', 'a', buffering=1)
-    self._writer = None
-    if tensorboard:
+    self._jsonl, self._writer = None, None
+    if self.logdir is not None:
+      self.logdir.mkdir(parents=True, exist_ok=True)
+      self._jsonl = open(self.logdir / 'metrics.jsonl', 'a', buffering=1)
+    if tensorboard and self.logdir is not None:
       import tensorflow as tf
       self._writer = tf.summary.create_file_writer(str(self.logdir), max_queue=1000)
     self._last_time, self._last_frames = None, None
@@ -72,7 +76,8 @@ class Logger:
     self._means.clear()
     scalars = {k: v for k, v in self._scalars.items() if math.isfinite(v)}
     if scalars:
-      self._jsonl.write(json.dumps({'step': step, **scalars}) + '\n')
+      if self._jsonl is not None:
+        self._jsonl.write(json.dumps({'step': step, **scalars}) + '\n')
       self._terminal(step, scalars)
     if self._writer is not None:
       import tensorflow as tf
@@ -95,7 +100,8 @@ class Logger:
     print(' / '.join(parts), file=self.stream, flush=True)
 
   def close(self) -> None:
-    self._jsonl.close()
+    if self._jsonl is not None:
+      self._jsonl.close()
     if self._writer is not None:
       self._writer.close()
 

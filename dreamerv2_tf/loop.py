@@ -30,8 +30,14 @@ def default_logdir(config: Config) -> pathlib.Path:
   return pathlib.Path('logdir') / config.task.replace(':', '_').replace('/', '_') / stamp
 
 
-def prepare_logdir(config: Config) -> tuple[Config, pathlib.Path]:
-  """Resolves the logdir and checks a resumed run's config against the saved one."""
+def prepare_logdir(config: Config, chief: bool = True) -> tuple[Config, pathlib.Path]:
+  """Resolves the logdir and checks a resumed run's config against the saved one.
+
+  Only the chief writes `config.yaml`; other workers of a multi-worker run only check it.
+  """
+  if config.strategy == 'multi_worker' and not config.logdir:
+    raise ConfigError('strategy multi_worker needs --logdir: the same path on every worker, '
+                      'on a filesystem they share (the chief writes checkpoints there)')
   logdir = pathlib.Path(config.logdir) if config.logdir else default_logdir(config)
   saved = logdir / 'config.yaml'
   if saved.exists():
@@ -44,7 +50,8 @@ def prepare_logdir(config: Config) -> tuple[Config, pathlib.Path]:
                         f'layout ({shown}); use a new --logdir or the saved values')
   config = config.update({'logdir': str(logdir)})
   logdir.mkdir(parents=True, exist_ok=True)
-  config.save(saved)
+  if chief:
+    config.save(saved)
   return config, logdir
 
 
@@ -106,7 +113,10 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   `config.task` (`config.envs` of them for training). Without an eval_env, a gymnasium env is
   made again from its spec for evaluation; other envs need eval_env.
   """
+  import types
+
   import tensorflow as tf
+  from dreamerv2_tf import distribute
   from dreamerv2_tf import envs as envs_lib
   from dreamerv2_tf import precision
   from dreamerv2_tf.agent import Agent
@@ -125,13 +135,24 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   train_env = make_envs(env, config, 'train', config.envs)
   eval_env_ = make_envs(eval_env, config, 'eval', 1)
   try:
-    config, logdir = prepare_logdir(config)
+    # Devices and the strategy come before any other TensorFlow work (multi-worker needs it).
+    device = precision.setup_devices()
+    strategy = distribute.make_strategy(config.strategy)
+    chief = distribute.is_chief(strategy)
+    config, logdir = prepare_logdir(config, chief)
+  except ValueError as e:  # E.g. multi_worker without TF_CONFIG.
+    train_env.close()
+    eval_env_.close()
+    raise ConfigError(str(e)) from None
   except BaseException:
     train_env.close()
     eval_env_.close()
     raise
+  # Every worker acts and keeps its own replay; only the chief writes logs and checkpoints.
+  workdir = logdir if chief else logdir / 'workers' / f'worker{_task_index(config)}'
   print(f'Logdir: {logdir}', flush=True)
-  device = precision.setup_devices()
+  print(f'Strategy: {config.strategy}, {strategy.num_replicas_in_sync} replica(s)'
+        f'{"" if chief else "; not the chief: no logs or checkpoints"}', flush=True)
   policy_name = precision.resolve(config.precision)
   print(f'Device: {device}; precision {config.precision} -> {policy_name}; '
         f'tf.function {config.jit}, XLA {config.xla}', flush=True)
@@ -139,23 +160,27 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
 
   obs_space, act_space = train_env.obs_space, train_env.act_space
   replay_kw = config.replay.to_dict()
-  train_replay = Replay(logdir / 'train_episodes', seed=config.seed, **replay_kw)
-  eval_replay = Replay(logdir / 'eval_episodes', seed=config.seed + 1,
+  seed = config.seed + 1000 * _task_index(config)  # Workers explore differently.
+  train_replay = Replay(workdir / 'train_episodes', seed=seed, **replay_kw)
+  eval_replay = Replay(workdir / 'eval_episodes', seed=seed + 1,
                        capacity=max(replay_kw['capacity'] // 10, 1),
                        minlen=config.dataset.length, maxlen=config.dataset.length)
-  logger = Logger(logdir, config.action_repeat, total_frames=config.steps * config.action_repeat)
+  logger = Logger(logdir if chief else None, config.action_repeat,
+                  total_frames=config.steps * config.action_repeat)
 
-  agent = Agent(config, obs_space, act_space)
+  agent = Agent(config, obs_space, act_space, strategy=strategy)
   step = agent.step  # Agent steps: the loop's counter and the clock of the agent's schedules.
   checkpoint = tf.train.Checkpoint(agent=agent, step=step)
   manager = tf.train.CheckpointManager(checkpoint, logdir / 'checkpoints', max_to_keep=3)
-  if manager.latest_checkpoint:
-    checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+  # Read once: in a multi-worker run the chief may save while another worker starts up.
+  resumed = manager.latest_checkpoint
+  if resumed:
+    checkpoint.restore(resumed).assert_existing_objects_matched()
     print(f'Resumed from {manager.latest_checkpoint} at {int(step) * config.action_repeat:,} '
           f'frames; replay holds {train_replay.stats["loaded_steps"]:,} steps', flush=True)
   # Seeding with the step keeps a resumed run reproducible from its checkpoint.
-  seed_everything(config.seed + int(step))
-  rng = np.random.default_rng(config.seed + int(step))
+  seed_everything(seed + int(step))
+  rng = np.random.default_rng(seed + int(step))
 
   def count_step(tran, worker):
     if not tran['is_first']:
@@ -180,9 +205,45 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
           logger.video(f'eval_policy_{key}', ep[key][:1000])  # Bounded: Atari runs 27k steps.
       videos['eval'] += 1
 
-  train_driver = Driver(train_env, act_space['action'])
+  # Where the wall time goes: seconds per part since the last periodic write, logged there as
+  # `time_share_<part>` (`other` is the rest: callbacks, logging, checkpoints), with the env's
+  # own frame rate and the mean policy call. Two perf_counter calls per timed call.
+  spent = dict.fromkeys(('env', 'policy', 'replay', 'train', 'eval'), 0.0)
+  calls = dict.fromkeys(spent, 0)
+  timing = {'start': time.perf_counter()}
+
+  def timed(part, fn):
+    def call(*args, **kwargs):
+      start = time.perf_counter()
+      try:
+        return fn(*args, **kwargs)
+      finally:
+        spent[part] += time.perf_counter() - start
+        calls[part] += 1
+    return call
+
+  def log_times():
+    now = time.perf_counter()
+    wall = now - timing['start']
+    if wall > 0:
+      for part, seconds in spent.items():
+        logger.scalar(f'time_share_{part}', seconds / wall)
+      logger.scalar('time_share_other', max(0.0, 1.0 - sum(spent.values()) / wall))
+      if spent['env'] > 0:  # Each env call steps (or resets) every env of the batch.
+        frames = calls['env'] * train_env.num_envs * config.action_repeat
+        logger.scalar('env_fps', frames / spent['env'])
+      if calls['policy']:
+        logger.scalar('policy_ms', 1e3 * spent['policy'] / calls['policy'])
+    spent.update(dict.fromkeys(spent, 0.0))
+    calls.update(dict.fromkeys(calls, 0))
+    timing['start'] = now
+
+  # The driver only resets and steps its env: a namespace of the timed methods is enough.
+  timed_env = types.SimpleNamespace(reset=timed('env', train_env.reset),
+                                    step=timed('env', train_env.step))
+  train_driver = Driver(timed_env, act_space['action'])
   train_driver.on_step(count_step)
-  train_driver.on_step(train_replay.add_step)
+  train_driver.on_step(timed('replay', train_replay.add_step))
   train_driver.on_episode(lambda ep, w: log_episode(ep, w, 'train'))
   eval_driver = Driver(eval_env_, act_space['action'])
   eval_driver.on_episode(lambda ep, w: eval_replay.add_episode(ep))
@@ -193,19 +254,20 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
     prefill = int(config.prefill) - train_replay.stats['total_steps']
     if prefill > 0 and not stop():
       bar, done = Progress('Prefill', prefill), 0
-      random = random_policy(act_space['action'], rng)
+      random = timed('policy', random_policy(act_space['action'], rng))
       while done < prefill and not stop():
         done += train_driver(random, steps=min(500, prefill - done))[0]
         bar.update(done)
       bar.close()
+      log_times()
       logger.write(int(step))
 
-    dataset = iter(train_replay.dataset(config.dataset.batch, config.dataset.length))
+    dataset = iter(_train_dataset(strategy, train_replay, config))
     report_dataset = None
-    if not manager.latest_checkpoint and not stop():
+    if not resumed and not stop():
       print(f'Pretraining for {int(config.pretrain)} updates.', flush=True)
       for _ in range(int(config.pretrain)):
-        agent.train(next(dataset))
+        timed('train', agent.train)(timed('replay', next)(dataset))
 
     should_train = Every(config.train_every)
     should_log = Every(config.log_every)
@@ -218,7 +280,8 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
         return
       start = time.time()
       for _ in range(int(config.train_steps)):
-        for key, value in agent.train(next(dataset)).items():
+        batch = timed('replay', next)(dataset)
+        for key, value in timed('train', agent.train)(batch).items():
           train_metrics.setdefault(key, []).append(value)
       timer['train_time'] += time.time() - start
       timer['updates'] += int(config.train_steps)
@@ -229,6 +292,7 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
         if timer['train_time'] > 0:
           logger.scalar('train_steps_per_s', timer['updates'] / timer['train_time'])
         timer.update(train_time=0.0, updates=0)
+        log_times()
         logger.write(int(step), fps=True)
 
     train_driver.on_step(train_step)
@@ -237,11 +301,13 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
       return lambda obs, state: _act(agent, obs, state, mode)
 
     def save():
-      path = manager.save(checkpoint_number=int(step))
-      print(f'Saved checkpoint {path}', flush=True)
+      if chief:
+        path = manager.save(checkpoint_number=int(step))
+        print(f'Saved checkpoint {path}', flush=True)
 
     while int(step) < config.steps and not stop():
       if should_eval(int(step)):
+        eval_start = time.perf_counter()
         eval_driver.reset()
         videos['eval'] = 0
         bar = Progress('Eval', int(config.eval_eps))
@@ -256,13 +322,14 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
           if source is not None and 'image' in obs_space.spaces:
             for key, video in agent.report(next(source)).items():
               logger.video(f'{name}_{key}', video)
+        spent['eval'] += time.perf_counter() - eval_start
         logger.write(int(step))
         if not stop():
           save()
       mode = 'explore' if int(step) < config.expl_until else 'train'
       remaining = int(config.steps) - int(step)
       period = int(config.eval_every) if config.eval_every > 0 else remaining
-      train_driver(policy(mode), steps=max(min(period, remaining), 1))
+      train_driver(timed('policy', policy(mode)), steps=max(min(period, remaining), 1))
     save()
   logger.write(int(step))
   logger.close()
@@ -272,6 +339,35 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
     print(f'Stopped by {stop.received} at {int(step) * config.action_repeat:,} frames; rerun the '
           'same command to resume.', flush=True)
   return logdir
+
+
+def _task_index(config: Config) -> int:
+  """This worker's index in a multi-worker run (0 otherwise), for distinct seeds and dirs."""
+  if config.strategy != 'multi_worker':
+    return 0
+  from dreamerv2_tf import distribute
+  task = distribute.tf_config().get('task', {})
+  offset = 1 if task.get('type') == 'worker' and 'chief' in distribute.tf_config().get(
+      'cluster', {}) else 0  # With a separate chief task, worker 0 is the second process.
+  return int(task.get('index', 0)) + offset
+
+
+def _train_dataset(strategy, replay, config: Config):
+  """The replay's batches; under a strategy, distributed by the strategy's own input API.
+
+  Each worker samples its own replay: the dataset function runs once per worker and draws the
+  share of the global `dataset.batch` that its replicas train on.
+  """
+  batch, length = config.dataset.batch, config.dataset.length
+  if config.strategy == 'default':
+    return replay.dataset(batch, length)
+  replicas = strategy.num_replicas_in_sync
+  if batch % replicas:
+    raise ConfigError(f'dataset.batch {batch} does not split over {replicas} replicas; '
+                      f'use a multiple of {replicas}')
+  def dataset_fn(ctx):
+    return replay.dataset(ctx.get_per_replica_batch_size(batch), length)
+  return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def _act(agent, obs, state, mode):
@@ -292,7 +388,7 @@ def make_envs(env, config: Config, mode: str, count: int):
       how = 'process' if config.task.startswith('dmc_') else 'none'
     if how == 'ale_vector' and not config.task.startswith('atari_'):
       raise ConfigError(f'envs_parallel ale_vector is for Atari tasks, not {config.task!r}')
-    seed = config.seed + (0 if mode == 'train' else 10_000)
+    seed = config.seed + (0 if mode == 'train' else 10_000) + 1000 * _task_index(config)
     try:
       return envs_lib.make_batch_env(config.task, count, config, mode=mode, seed=seed,
                                      parallel=how == 'process', fast=how == 'ale_vector')

@@ -6,6 +6,8 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
+from dreamerv2_tf import distribute
+
 
 class Optimizer(tf.Module):
   """Adam with gradient clipping by global norm and weight decay `var *= 1 - wd` per step.
@@ -13,6 +15,10 @@ class Optimizer(tf.Module):
   With `loss_scale=True` (the mixed_float16 path) the loss is scaled dynamically before
   differentiation: gradients are unscaled, a step with non-finite gradients is skipped and the
   scale halved, and the scale doubles after 2000 finite steps in a row.
+
+  Under a tf.distribute strategy, call it in replica context with the replica's local mean loss:
+  the gradients are averaged over replicas before clipping, so the clip sees the global-batch
+  gradient and every replica applies the single-device update.
   """
 
   def __init__(self, name: str, lr: float, eps: float = 1e-5, clip: float | None = None,
@@ -22,8 +28,12 @@ class Optimizer(tf.Module):
     if opt != 'adam':
       raise ValueError(f'unknown optimizer {opt!r}; allowed: adam')
     self._name = name
-    self._clip, self._wd = clip, wd
-    self.opt = keras.optimizers.Adam(learning_rate=lr, epsilon=eps, name=name)
+    self._clip = clip
+    # Keras decays by `var -= var * weight_decay * lr` before the Adam step; with
+    # weight_decay = wd / lr that is the paper's `var *= 1 - wd` (lr is constant here), and
+    # Keras then handles the mirrored variables under a strategy.
+    self.opt = keras.optimizers.Adam(learning_rate=lr, epsilon=eps, name=name,
+                                     weight_decay=wd / lr if wd else None)
     self._loss_scale = loss_scale
     if loss_scale:
       self.scale = tf.Variable(2.0 ** 15, trainable=False, dtype=tf.float32)
@@ -43,25 +53,24 @@ class Optimizer(tf.Module):
       grads = [g / self.scale for g in grads]
     else:
       grads = tape.gradient(loss, variables)
+    replicas = distribute.num_replicas()
+    grads = distribute.all_mean(grads)
     norm = tf.linalg.global_norm(grads)
     if self._clip:
       grads, _ = tf.clip_by_global_norm(grads, self._clip, norm)
     metrics[f'{self._name}_grad_norm'] = norm
+    if replicas > 1:
+      # Keras sums the replicas' gradients when it applies them; hand it equal shares.
+      grads = [g / replicas for g in grads]
     if not self._loss_scale:
-      self._apply(grads, variables)
+      self.opt.apply(grads, variables)
       return metrics
     finite = tf.math.is_finite(norm)
-    tf.cond(finite, lambda: self._apply(grads, variables), lambda: tf.no_op())
-    self._update_scale(finite)
+    distribute.cross_replica_cond(
+        finite, lambda *g: self.opt.apply(list(g), variables), grads)
+    distribute.cross_replica(self._update_scale, finite)
     metrics[f'{self._name}_loss_scale'] = self.scale.value()
     return metrics
-
-  def _apply(self, grads, variables):
-    if self._wd:
-      for var in variables:
-        var.assign(var * (1 - self._wd))
-    self.opt.apply(grads, variables)
-    return tf.no_op()
 
   def _update_scale(self, finite):
     grow = tf.logical_and(finite, self.good_steps >= 1999)

@@ -43,3 +43,17 @@ def setup_devices() -> str:
     warnings.warn('no GPU visible: training runs on the CPU, which is much slower', stacklevel=2)
     return 'cpu'
   return 'gpu'
+
+
+def policy_xla(value) -> bool:
+  """Whether the acting policy compiles with XLA, for a `policy_xla` config value.
+
+  `auto` is on: the policy is a small graph (encoder, one RSSM step, actor) that XLA compiles in
+  about a second per mode and batch size, and runs as a few fused kernels instead of a hundred
+  small ones, which the batch-1 step is dominated by on CPU (`scripts/bench.py` reports both
+  paths). On GPU the fusion removes kernel launches too, so `auto` is on there by design.
+  """
+  value = str(value).lower()
+  if value not in ('auto', 'true', 'false'):
+    raise ValueError(f'policy_xla {value!r} is not one of auto, true, false')
+  return value != 'false'

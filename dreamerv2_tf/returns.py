@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from dreamerv2_tf import distribute
+
 
 def lambda_return(reward: tf.Tensor, value: tf.Tensor, discount: tf.Tensor,
                   bootstrap: tf.Tensor, lambda_: float) -> tf.Tensor:
@@ -46,9 +48,11 @@ class StreamNorm(tf.Module):
     self.mag = tf.Variable(1.0, trainable=False, dtype=tf.float64)
 
   def __call__(self, inputs: tf.Tensor) -> tuple[tf.Tensor, dict]:
-    mag = tf.cast(tf.reduce_mean(tf.abs(inputs)), tf.float64)
-    self.mag.assign(self._momentum * self.mag + (1 - self._momentum) * mag)
-    outputs = inputs / (tf.cast(self.mag, inputs.dtype) + self._eps) * self._scale
+    # The batch statistic is the global batch's: replicas average theirs (equal shares).
+    mag = distribute.all_mean(tf.cast(tf.reduce_mean(tf.abs(inputs)), tf.float64))
+    mag = self._momentum * self.mag + (1 - self._momentum) * mag
+    distribute.cross_replica(self.mag.assign, mag)
+    outputs = inputs / (tf.cast(mag, inputs.dtype) + self._eps) * self._scale
     metrics = {'reward_mean': tf.reduce_mean(inputs), 'reward_std': tf.math.reduce_std(inputs),
                'reward_normed_mean': tf.reduce_mean(outputs),
                'reward_normed_std': tf.math.reduce_std(outputs)}

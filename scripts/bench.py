@@ -6,8 +6,9 @@
 
 Builds the agent at the preset on a synthetic batch (64x64x1 images, 6 actions by default) and
 prints a table and JSON: first-call (trace/compile) time, median and min train step, batch-1
-policy latency, parameter counts, analytic FLOPs per train step and achieved GFLOP/s, and the
-matmul peak measured in the same run. Other arguments override config keys (`--rssm.deter 200`).
+policy latency (the configured path, and plain tf.function vs XLA side by side), parameter
+counts, analytic FLOPs per train step and achieved GFLOP/s, and the matmul peak measured in the
+same run. Other arguments override config keys (`--rssm.deter 200`).
 """
 from __future__ import annotations
 
@@ -75,14 +76,8 @@ def bench_variant(config, spaces, batch, variant, steps, policy_steps) -> dict:
     metrics = agent.train(batch)
     times.append(time.perf_counter() - start)
   obs = {k: v[:1, 0] for k, v in batch.items() if k != 'action'}
-  state = None
-  for _ in range(5):
-    _, state = agent.policy(obs, state, 'train')
-  lat = []
-  for _ in range(policy_steps):
-    start = time.perf_counter()
-    _, state = agent.policy(obs, state, 'train')
-    lat.append(time.perf_counter() - start)
+  policy = policy_latency(agent, obs, policy_steps)
+  lat = policy['configured']
   B, T = batch['action'].shape[:2]
   fl = flops.train_step_flops(agent, B, T)
   count = lambda mods: sum(int(np.prod(v.shape)) for m in mods for v in m.trainable_variables)
@@ -93,6 +88,12 @@ def bench_variant(config, spaces, batch, variant, steps, policy_steps) -> dict:
       'train_step_min_s': round(min(times), 4),
       'policy_step_median_ms': round(1e3 * statistics.median(lat), 3),
       'policy_step_min_ms': round(1e3 * min(lat), 3),
+      'policy_xla_config': str(config.policy_xla),
+      'policy_plain_ms': round(1e3 * statistics.median(policy['plain']), 3),
+      'policy_xla_ms': round(1e3 * statistics.median(policy['xla']), 3),
+      'policy_speedup': round(statistics.median(policy['plain']) /
+                              statistics.median(policy['xla']), 2),
+      'policy_first_call_s': policy['first_call_s'],
       'gflop_per_train_step': round(fl['total'] / 1e9, 1),
       'gflop_by_phase': {k: round(v / 1e9, 1) for k, v in fl.items() if k != 'total'},
       'achieved_gflops': round(fl['total'] / median / 1e9, 1),
@@ -101,6 +102,33 @@ def bench_variant(config, spaces, batch, variant, steps, policy_steps) -> dict:
       'model_loss': round(metrics['model_loss'], 4),
       'finite': bool(all(np.isfinite(v) for v in metrics.values())),
   }
+
+
+def policy_latency(agent, obs, steps: int) -> dict:
+  """Seconds per batch-1 `agent.policy` call: the configured step, and plain and XLA steps.
+
+  The three run round-robin, so that the noise of a shared machine hits them alike; each is
+  swapped in as the agent's train-mode step, so all three include `Agent.policy`'s own work.
+  """
+  fns = {'configured': agent._policy_fns['train'],
+         'plain': agent._compile_policy('train', xla=False),
+         'xla': agent._compile_policy('train', xla=True)}
+  states = dict.fromkeys(fns)
+  times = {name: [] for name in fns}
+  first = {}
+  try:
+    for i in range(steps + 5):  # Five warm-up calls: trace, compile, caches.
+      for name, fn in fns.items():
+        agent._policy_fns['train'] = fn
+        start = time.perf_counter()
+        _, states[name] = agent.policy(obs, states[name], 'train')
+        if i == 0:
+          first[name] = round(time.perf_counter() - start, 3)
+        if i >= 5:
+          times[name].append(time.perf_counter() - start)
+  finally:
+    agent._policy_fns['train'] = fns['configured']
+  return {**times, 'first_call_s': {k: first[k] for k in ('plain', 'xla')}}
 
 
 def main(argv=None):
@@ -146,7 +174,7 @@ def main(argv=None):
 def print_table(result):
   cols = ('variant', 'first_call_s', 'train_step_median_s', 'train_step_min_s',
           'achieved_gflops', 'fraction_of_matmul_peak', 'policy_step_median_ms',
-          'train_speedup_vs_first')
+          'policy_plain_ms', 'policy_xla_ms', 'policy_speedup', 'train_speedup_vs_first')
   rows = [[str(row[c]) for c in cols] for row in result['variants']]
   widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
   line = lambda cells: '  '.join(c.rjust(w) for c, w in zip(cells, widths))

@@ -42,6 +42,12 @@ def assert_run(logdir, steps, repeat=1):
   assert recs and all('step' in r for r in recs)
   assert any('train_return' in r for r in recs) and any('eval_return' in r for r in recs)
   assert any('model_loss' in r for r in recs)
+  # The loop's time split: shares of each log period that add up to one, and the env's speed.
+  timed = [r for r in recs if 'time_share_train' in r]
+  assert timed and all(r['env_fps'] > 0 for r in timed)
+  for r in timed:
+    parts = ('env', 'policy', 'replay', 'train', 'eval', 'other')
+    assert abs(sum(r[f'time_share_{p}'] for p in parts) - 1) < 1e-3, r
   # Logged steps are frames; the last checkpoint is numbered in agent steps, saved at the end.
   assert 0.8 * steps * repeat <= max(r['step'] for r in recs) <= (steps + 2) * repeat
   # With several envs a batched step may overshoot by up to envs - 1 steps.

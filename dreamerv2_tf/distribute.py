@@ -1,0 +1,144 @@
+"""Data-parallel training with tf.distribute: strategy choice, replica helpers, the chief.
+
+How the train step stays equal to the single-device step on the same global batch:
+
+  global batch [B, T] --split--> replica r gets rows [r*B/N, (r+1)*B/N)
+  replica r:  local mean losses --grad--> g_r
+  all:        g = mean_r g_r  (= gradient of the global-batch mean: equal shares)
+              clip g by its global norm, then update; the same update on every replica
+  noise:      a function of (seed, update, row of the global batch), see `noise.py`
+
+Terms that are not linear in the batch take their batch statistic from all replicas:
+free nats (`max(mean KL, free)`) and the reward normaliser. Metrics are averaged over
+replicas (for a standard deviation that is the mean of the replicas' values).
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import tensorflow as tf
+
+from dreamerv2_tf.config import ConfigError
+
+STRATEGIES = ('default', 'mirrored', 'multi_worker')
+
+
+def make_strategy(name: str, devices=None) -> tf.distribute.Strategy:
+  """The strategy for a `strategy` config value; call once, before other TensorFlow work.
+
+  default: one device (TensorFlow's default strategy). mirrored: `MirroredStrategy` over the
+  visible GPUs (or `devices`). multi_worker: `MultiWorkerMirroredStrategy` over the cluster
+  that the `TF_CONFIG` environment variable describes.
+  """
+  if name == 'default':
+    return tf.distribute.get_strategy()
+  if name == 'mirrored':
+    strategy = tf.distribute.MirroredStrategy(devices)
+    if strategy.num_replicas_in_sync == 1:
+      warnings.warn('strategy mirrored sees one device; it runs like default with extra '
+                    'overhead', stacklevel=2)
+    return strategy
+  if name == 'multi_worker':
+    cluster = tf_config()
+    if not cluster.get('cluster'):
+      raise ConfigError('strategy multi_worker needs the TF_CONFIG environment variable with a '
+                       '"cluster" and a "task" (see the README); it is not set')
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  raise ValueError(f'strategy {name!r}; allowed: {", ".join(STRATEGIES)}')
+
+
+def tf_config() -> dict:
+  """The parsed `TF_CONFIG`, or {} when unset; malformed JSON is a one-line error."""
+  text = os.environ.get('TF_CONFIG', '')
+  if not text:
+    return {}
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ConfigError(f'TF_CONFIG is not valid JSON ({e}): {text[:80]!r}') from None
+
+
+def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
+  """True on the worker that writes logs and checkpoints: the `chief` task, or worker 0."""
+  resolver = getattr(strategy, 'cluster_resolver', None)
+  if resolver is not None and resolver.task_type is not None:
+    task_type, task_id = resolver.task_type, resolver.task_id
+  else:
+    task = tf_config().get('task', {})
+    task_type, task_id = task.get('type'), task.get('index', 0)
+  if task_type in (None, 'chief'):
+    return True
+  has_chief = 'chief' in tf_config().get('cluster', {})
+  return task_type == 'worker' and task_id == 0 and not has_chief
+
+
+def replica_info() -> tuple[tf.Tensor | int, int]:
+  """(this replica's index, number of replicas) in the current replica context."""
+  ctx = tf.distribute.get_replica_context()
+  if ctx is None:  # Cross-replica context: the caller works on the whole batch.
+    return 0, 1
+  return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
+
+
+def num_replicas() -> int:
+  return replica_info()[1]
+
+
+def all_mean(values):
+  """Averages a (nested) value over the replicas; identity with one replica."""
+  ctx = tf.distribute.get_replica_context()
+  if ctx is None or ctx.num_replicas_in_sync == 1:
+    return values
+  return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, values)
+
+
+def cross_replica(fn, *args):
+  """Runs `fn(*args)` once in cross-replica context, for updates of mirrored variables.
+
+  Arguments that differ per replica are taken from the first replica: callers pass only values
+  the replicas agree on (all-reduced, or computed from mirrored variables).
+  """
+  ctx = tf.distribute.get_replica_context()
+  if ctx is None:
+    return fn(*args)
+
+  def merged(strategy, *args):
+    first = lambda x: (strategy.experimental_local_results(x)[0]
+                       if isinstance(x, tf.distribute.DistributedValues) else x)
+    return fn(*tf.nest.map_structure(first, args))
+  return ctx.merge_call(merged, args=args)
+
+
+def cross_replica_cond(pred: tf.Tensor, fn, args: list) -> None:
+  """Runs `fn(*args)` in every replica when `pred` (equal on all replicas) holds.
+
+  tf.distribute does not allow a cond in replica context whose branch calls `merge_call` (Keras
+  optimizers do), so the cond is taken in cross-replica context and re-enters the replicas.
+  """
+  ctx = tf.distribute.get_replica_context()
+  if ctx is None:
+    raise RuntimeError('cross_replica_cond must be called in replica context')
+
+  def merged(strategy, pred, args):
+    pred = strategy.experimental_local_results(pred)[0]
+    def run():
+      strategy.extended.call_for_each_replica(fn, args=tuple(args))
+      return tf.constant(True)
+    tf.cond(pred, run, lambda: tf.constant(False))
+  ctx.merge_call(merged, args=(pred, list(args)))
+
+
+def split_batch(strategy: tf.distribute.Strategy, batch: dict) -> dict:
+  """Splits a global batch `[B, ...]` (numpy or tensors) into equal per-replica shares."""
+  n = strategy.num_replicas_in_sync
+  size = len(next(iter(batch.values())))
+  if size % n:
+    raise ValueError(f'batch size {size} does not split over {n} replicas; use a multiple of {n}')
+  share = size // n
+
+  def value_fn(ctx):
+    i = ctx.replica_id_in_sync_group
+    return {k: tf.convert_to_tensor(v[i * share:(i + 1) * share]) for k, v in batch.items()}
+  return strategy.experimental_distribute_values_from_function(value_fn)

@@ -1,0 +1,70 @@
+"""One train step under the default strategy and under MirroredStrategy on 2 logical CPUs.
+
+Run as a script (logical devices must be configured before TensorFlow starts); prints one JSON
+line with the largest differences in metrics and in every variable after the step.
+
+  python tests/distributed_step.py [--continuous] [--steps 2] [config overrides, e.g. --precision 16]
+"""
+import json
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from dreamerv2_tf.config import load_config  # noqa: E402
+from dreamerv2_tf.synthetic import make_batch, make_spaces  # noqa: E402
+
+
+def main(argv, tmpdir):
+  cpu = tf.config.list_physical_devices('CPU')[0]
+  tf.config.set_logical_device_configuration(
+      cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+  from dreamerv2_tf.agent import Agent
+  continuous = '--continuous' in argv
+  argv = [a for a in argv if a != '--continuous']
+  steps = 2
+  if '--steps' in argv:
+    i = argv.index('--steps')
+    steps = int(argv[i + 1])
+    argv = argv[:i] + argv[i + 2:]
+  config = load_config(['debug'], argv)
+  spaces = make_spaces(image=(64, 64, 1), vector=3, actions=5, continuous=continuous)
+  batch = make_batch(*spaces, batch=config.dataset.batch, length=config.dataset.length, seed=3)
+  batch['reward'][:] = np.random.default_rng(0).normal(size=batch['reward'].shape)
+
+  single = Agent(config, *spaces)
+  start = [v.numpy() for v in single.weights_]
+  # The mirrored agent starts from the single agent's checkpoint, as a resumed worker would.
+  path = tf.train.Checkpoint(agent=single).write(os.path.join(tmpdir, 'ckpt'))
+  strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+  mirrored = Agent(config, *spaces, strategy=strategy)
+  tf.train.Checkpoint(agent=mirrored).read(path).assert_existing_objects_matched()
+  assert len(mirrored.weights_) == len(start)
+
+  results = {}
+  for step in range(steps):  # The second step starts from Adam moments and a moved target.
+    m1 = single.train(batch)
+    m2 = mirrored.train(batch)
+    # Standard deviations are averaged over replicas, not pooled: not comparable.
+    results[f'metric_diff_{step}'] = {
+        k: abs(m1[k] - m2[k]) / max(1.0, abs(m1[k])) for k in m1 if not k.endswith('_std')}
+    results[f'metrics_{step}'] = {k: m1[k] for k in ('model_loss', 'actor_loss', 'critic_loss')}
+  worst, moved = 0.0, 0.0
+  for a, b, s in zip(single.weights_, mirrored.weights_, start):
+    parts = strategy.experimental_local_results(b)
+    for part in parts:  # Every replica's copy must hold the same weights.
+      worst = max(worst, float(np.max(np.abs(a.numpy() - part.numpy()), initial=0)))
+    if np.issubdtype(s.dtype, np.floating):
+      moved = max(moved, float(np.max(np.abs(a.numpy() - s), initial=0)))
+  results.update(replicas=strategy.num_replicas_in_sync, weight_diff=worst, weight_moved=moved,
+                 metric_keys=sorted(m1))
+  print(json.dumps(results))
+
+
+if __name__ == '__main__':
+  import tempfile
+  with tempfile.TemporaryDirectory() as tmp:
+    main(sys.argv[1:], tmp)

@@ -1,0 +1,57 @@
+"""The fast acting path: the policy under XLA, its concrete-function cache, and `policy_xla`."""
+import numpy as np
+import pytest
+
+from dreamerv2_tf import Agent, load_config, precision
+from dreamerv2_tf.config import ConfigError
+from dreamerv2_tf.synthetic import make_batch, make_spaces
+
+
+def observations(batch, seed=0):
+  obs_space, act_space = make_spaces()
+  data = make_batch(obs_space, act_space, batch=batch, length=3, seed=seed)
+  return [{k: v[:, t] for k, v in data.items() if k != 'action'} for t in range(3)]
+
+
+def test_xla_eval_policy_matches_the_plain_path():
+  config = load_config(['debug'], ['--eval_state_mean', 'true'])
+  agent = Agent(config, *make_spaces())
+  plain = agent._compile_policy('eval', xla=False)
+  xla = agent._compile_policy('eval', xla=True)
+  states = {'plain': agent.initial_state(3), 'xla': agent.initial_state(3)}
+  for obs in observations(3):  # Three steps, each path carrying its own state.
+    inputs = {k: obs[k] for k in ('image', 'is_first')}
+    out_plain, states['plain'] = plain(inputs, states['plain'])
+    out_xla, states['xla'] = xla(inputs, states['xla'])
+    np.testing.assert_array_equal(out_xla['action'].numpy().argmax(-1),
+                                  out_plain['action'].numpy().argmax(-1))
+    np.testing.assert_allclose(states['xla'][0]['deter'].numpy(),
+                               states['plain'][0]['deter'].numpy(), atol=1e-4)
+
+
+def test_xla_sampling_is_random_and_never_retraces():
+  agent = Agent(load_config(['debug'], ['--policy_xla', 'true']), *make_spaces())
+  obs = observations(1)[0]
+  actions = []
+  for _ in range(40):  # The same observation and start state: only the sampling differs.
+    out, _ = agent.policy(obs, None, 'train')
+    actions.append(int(out['action'].argmax()))
+  # The untrained actor is close to uniform over 6 actions.
+  assert len(set(actions)) >= 3, actions
+  state = None
+  for step, obs in enumerate(observations(1, seed=1)):  # None, then returned states.
+    # is_first as 0/1 integers must not give the function a second input signature.
+    obs = {**obs, 'is_first': obs['is_first'].astype(np.int64)} if step == 1 else obs
+    _, state = agent.policy(obs, state, 'train')
+  assert agent._policy_fns['train'].function.experimental_get_tracing_count() == 1
+  with pytest.raises(ValueError, match="obs lacks key 'image'"):
+    agent.policy({'is_first': np.ones(1, bool)}, None, 'train')
+
+
+def test_policy_xla_config_values():
+  assert load_config().policy_xla == 'auto' and precision.policy_xla('auto')
+  assert load_config([], ['--policy_xla', 'false']).policy_xla == 'false'
+  assert load_config().update({'policy_xla': True}).policy_xla == 'true'  # YAML booleans.
+  assert not precision.policy_xla('false') and precision.policy_xla(True)
+  with pytest.raises(ConfigError, match='policy_xla'):
+    load_config([], ['--policy_xla', 'sometimes'])
