@@ -154,8 +154,10 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   print(f'Strategy: {config.strategy}, {strategy.num_replicas_in_sync} replica(s)'
         f'{"" if chief else "; not the chief: no logs or checkpoints"}', flush=True)
   policy_name = precision.resolve(config.precision)
-  print(f'Device: {device}; precision {config.precision} -> {policy_name}; '
-        f'tf.function {config.jit}, XLA {config.xla}', flush=True)
+  why = f' ({precision.auto_precision()[1]})' if str(config.precision) == 'auto' else ''
+  print(f'Device: {device}; precision {config.precision} -> {policy_name}{why}; '
+        f'tf.function {config.jit}; XLA for the train step {config.xla}, for the policy '
+        f'{precision.policy_xla(config.policy_xla, policy_name) and config.jit}', flush=True)
   print(config, flush=True)
 
   obs_space, act_space = train_env.obs_space, train_env.act_space

@@ -1,6 +1,6 @@
 """Benchmark of the agent's train step and policy step, per precision/XLA variant.
 
-  python scripts/bench.py                                  # atari preset, variants 32 and bf16
+  python scripts/bench.py                                  # atari preset: 32+plain, 32, bf16
   python scripts/bench.py --variants 32,bf16,32+xla --steps 10 --out bench.json
   python scripts/bench.py --configs atari debug --steps 3  # quick smoke run
 
@@ -9,6 +9,10 @@ prints a table and JSON: first-call (trace/compile) time, median and min train s
 policy latency (the configured path, and plain tf.function vs XLA side by side), parameter
 counts, analytic FLOPs per train step and achieved GFLOP/s, and the matmul peak measured in the
 same run. Other arguments override config keys (`--rssm.deter 200`).
+
+A variant is a precision (32, bf16, 16) with optional modifiers: `+xla` (jit_compile the train
+step), `+plain` (Keras' own transposed convolutions in the decoder: the straightforward path,
+`--decoder.fast_deconv false`). Ratios are against the first variant.
 """
 from __future__ import annotations
 
@@ -30,8 +34,8 @@ from dreamerv2_tf.config import main_guard, load_config  # noqa: E402
 def parse(argv):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--configs', nargs='+', default=['atari'])
-  parser.add_argument('--variants', default='32,bf16',
-                      help='comma-separated: 32, bf16, 16, each optionally +xla')
+  parser.add_argument('--variants', default='32+plain,32,bf16',
+                      help='comma-separated: 32, bf16, 16, each optionally +xla and/or +plain')
   parser.add_argument('--steps', type=int, default=10, help='timed train steps per variant')
   parser.add_argument('--policy-steps', type=int, default=200)
   parser.add_argument('--image', default='64,64,1', help='image shape H,W,C')
@@ -39,9 +43,10 @@ def parse(argv):
   parser.add_argument('--out', default='', help='also write the JSON here')
   args, rest = parser.parse_known_args(argv)
   for variant in args.variants.split(','):
-    prec, _, xla = variant.partition('+')
-    if prec not in ('32', '16', 'bf16') or xla not in ('', 'xla'):
-      parser.error(f'variant {variant!r}: expected 32, 16 or bf16, optionally with +xla')
+    prec, *mods = variant.split('+')
+    if prec not in ('32', '16', 'bf16') or not set(mods) <= {'xla', 'plain'}:
+      parser.error(f'variant {variant!r}: expected 32, 16 or bf16, optionally with +xla '
+                   'and/or +plain')
   return args, rest
 
 
@@ -63,8 +68,10 @@ def bench_variant(config, spaces, batch, variant, steps, policy_steps) -> dict:
   import tensorflow as tf
   from dreamerv2_tf import flops
   from dreamerv2_tf.agent import Agent
-  prec, _, xla = variant.partition('+')
-  config = config.update({'precision': prec, 'xla': bool(xla), 'jit': True})
+  prec, *mods = variant.split('+')
+  xla = 'xla' in mods
+  config = config.update({'precision': prec, 'xla': xla, 'jit': True,
+                          'decoder.fast_deconv': 'plain' not in mods})
   tf.keras.backend.clear_session()
   agent = Agent(config, *spaces)
   start = time.perf_counter()

@@ -21,10 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable without installing
-
-from dreamerv2_tf import compare  # noqa: E402
-from dreamerv2_tf.compare import CompareError  # noqa: E402
+from dreamerv2_tf import compare
+from dreamerv2_tf.compare import CompareError
 
 
 class _Parser(argparse.ArgumentParser):

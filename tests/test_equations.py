@@ -99,6 +99,11 @@ def test_reinforce_actor_loss(agent):
   want = -(w[:-2] * objective).mean()
   np.testing.assert_allclose(loss.numpy(), want, rtol=1e-4)
   np.testing.assert_allclose(metrics['actor_ent_scale'], 0.01, rtol=1e-6)
+  # In training the baseline reuses the slow critic's values from `target` (seq['value']).
+  agent.ac.target(seq)
+  assert seq['value'].shape == seq['reward'].shape
+  reused, _ = agent.ac.actor_loss(seq, target)
+  np.testing.assert_allclose(reused.numpy(), want, rtol=1e-4)
 
 
 def test_reinforce_gradient_treats_advantage_as_constant(agent):

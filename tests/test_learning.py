@@ -36,8 +36,12 @@ class CueEnv(gym.Env):
 
 
 @pytest.mark.slow
-def test_dreamer_learns_the_cue_task(tmp_path):
+@pytest.mark.parametrize('precision', ['32', 'bf16'])
+def test_dreamer_learns_the_cue_task(tmp_path, precision):
+  # bf16 is the fast CPU path (`precision: auto` on CPUs with native bfloat16): it has to
+  # learn as well as float32, within the same bounds.
   config = dreamerv2_tf.load_config(['debug'], [
+      '--precision', precision,
       '--logdir', str(tmp_path), '--seed', '0', '--steps', '6000', '--prefill', '500',
       '--eval_every', '1000', '--eval_eps', '10', '--log_every', '500', '--time_limit', '0',
       '--train_every', '5', '--dataset.length', '16', '--dataset.batch', '8',

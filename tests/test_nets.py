@@ -1,26 +1,64 @@
 """Network building blocks against reference computations."""
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from dreamerv2_tf import nets
+from dreamerv2_tf import conv
 
 
 def test_decoder_dense_first_deconv_matches_transposed_conv():
   # The first transposed convolution runs as a matmul; it must equal Keras' own layer on a 1x1
   # map, in value and in gradient, or checkpoints and the paper's network would disagree.
-  dec = nets.Decoder({'image': (64, 64, 3)}, 40, cnn_depth=4, dtype='float32')
-  conv = dec.convs[0]
-  x = tf.random.normal([5, 32 * 4], seed=1)
+  dec = conv.Decoder({'image': (64, 64, 3)}, 40, cnn_depth=4, dtype='float32')
+  layer = dec.convs[0]
+  x = tf.random.normal([5, 1, 1, 32 * 4], seed=1)
   with tf.GradientTape(persistent=True) as tape:
-    ours = dec._dense_deconv(conv, x)
-    ref = conv(tf.reshape(x, [-1, 1, 1, 32 * 4]))
+    ours = dec._dense_deconv(layer, x)
+    ref = layer(x)
   assert ours.shape == ref.shape == (5, 5, 5, 4 * 4)
   np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
-  for a, b in zip(tape.gradient(ours, conv.trainable_variables),
-                  tape.gradient(ref, conv.trainable_variables)):
+  for a, b in zip(tape.gradient(ours, layer.trainable_variables),
+                  tape.gradient(ref, layer.trainable_variables)):
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-4)
-  # And the whole decoder still produces the image shape, under bfloat16 too.
-  feat = tf.random.normal([2, 3, 40])
-  assert dec(feat)['image'].mode().shape == (2, 3, 64, 64, 3)
-  dec16 = nets.Decoder({'image': (64, 64, 1)}, 40, cnn_depth=4, dtype='mixed_bfloat16')
-  assert dec16(feat)['image'].mode().dtype == tf.float32
+
+
+@pytest.mark.parametrize('n,k,cin,cout', [(13, 6, 8, 1), (5, 5, 6, 3), (2, 4, 3, 2), (1, 3, 2, 5)])
+def test_subpixel_deconv_matches_conv2d_transpose(n, k, cin, cout):
+  # Odd and even kernels, several output channels: value and both gradients equal TF's own
+  # stride-2 VALID transposed convolution.
+  x = tf.random.normal([3, n, n, cin], seed=2)
+  kernel = tf.random.normal([k, k, cout, cin], seed=3)
+  size = 2 * (n - 1) + k
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch([x, kernel])
+    ours = conv.subpixel_deconv(x, kernel)
+    ref = tf.nn.conv2d_transpose(x, kernel, [3, size, size, cout], 2, 'VALID')
+    weights = tf.random.normal(ref.shape, seed=4)  # A loss with distinct output gradients.
+    loss_ours, loss_ref = tf.reduce_sum(ours * weights), tf.reduce_sum(ref * weights)
+  assert ours.shape == ref.shape
+  np.testing.assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
+  for a, b in zip(tape.gradient(loss_ours, [x, kernel]), tape.gradient(loss_ref, [x, kernel])):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize('dtype,tol', [('float32', 1e-4), ('mixed_bfloat16', 5e-2)])
+def test_fast_decoder_equals_keras_layers(dtype, tol):
+  # The same weights through fast_deconv on and off: same image means and weight gradients.
+  fast = conv.Decoder({'image': (64, 64, 1)}, 40, cnn_depth=4, dtype=dtype)
+  plain = conv.Decoder({'image': (64, 64, 1)}, 40, cnn_depth=4, dtype=dtype, fast_deconv=False)
+  for a, b in zip(fast.variables, plain.variables):
+    b.assign(a)
+  feat = tf.random.normal([2, 3, 40], seed=5)
+  target = tf.random.uniform([2, 3, 64, 64, 1], -0.5, 0.5, seed=6)
+  outs, grads = [], []
+  for dec in (fast, plain):
+    with tf.GradientTape() as tape:
+      dist = dec(feat)['image']
+      loss = -tf.reduce_mean(dist.log_prob(target))
+    assert dist.mode().shape == (2, 3, 64, 64, 1) and dist.mode().dtype == tf.float32
+    outs.append(dist.mode().numpy())
+    grads.append(tape.gradient(loss, dec.trainable_variables))
+  scale = np.abs(outs[1]).max()
+  np.testing.assert_allclose(outs[0], outs[1], atol=tol * scale)
+  for a, b in zip(*grads):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=tol * (np.abs(b.numpy()).max() + 1e-6))

@@ -14,7 +14,7 @@ def observations(batch, seed=0):
 
 
 def test_xla_eval_policy_matches_the_plain_path():
-  config = load_config(['debug'], ['--eval_state_mean', 'true'])
+  config = load_config(['debug'], ['--eval_state_mean', 'true', '--precision', '32'])
   agent = Agent(config, *make_spaces())
   plain = agent._compile_policy('eval', xla=False)
   xla = agent._compile_policy('eval', xla=True)
@@ -49,7 +49,10 @@ def test_xla_sampling_is_random_and_never_retraces():
 
 
 def test_policy_xla_config_values():
-  assert load_config().policy_xla == 'auto' and precision.policy_xla('auto')
+  assert load_config().policy_xla == 'auto'
+  # auto: XLA for float32 (and on GPU); not for bfloat16 on CPU, where XLA measured slower.
+  assert precision.policy_xla('auto', '32') and precision.policy_xla('auto', 'float32')
+  assert precision.policy_xla('auto', 'bf16') == precision.has_gpu()
   assert load_config([], ['--policy_xla', 'false']).policy_xla == 'false'
   assert load_config().update({'policy_xla': True}).policy_xla == 'true'  # YAML booleans.
   assert not precision.policy_xla('false') and precision.policy_xla(True)
