@@ -442,7 +442,8 @@ class Agent(tf.Module):
                                  'is_terminal': tf.zeros(batch, tf.bool)})
       embed = self.wm.encoder(data)
       sample = not state_mean
-      latent, _ = self.wm.rssm.obs_step(latent, action, embed, data['is_first'], sample)
+      latent, _ = self.wm.rssm.obs_step(latent, action, embed, data['is_first'], sample,
+                                        with_prior=False)
       dist = self.ac.actor(self.wm.rssm.get_feat(latent))
       if mode == 'eval':
         action = self._noise(dist.mode(), self.config.eval_noise)
