@@ -30,7 +30,8 @@ def main(argv, tmpdir):
     i = argv.index('--steps')
     steps = int(argv[i + 1])
     argv = argv[:i] + argv[i + 2:]
-  config = load_config(['debug'], argv)
+  # float32 unless asked: `auto` may pick bf16 on this CPU, whose rounding exceeds 1e-5.
+  config = load_config(['debug'], ['--precision', '32', *argv])
   spaces = make_spaces(image=(64, 64, 1), vector=3, actions=5, continuous=continuous)
   batch = make_batch(*spaces, batch=config.dataset.batch, length=config.dataset.length, seed=3)
   batch['reward'][:] = np.random.default_rng(0).normal(size=batch['reward'].shape)

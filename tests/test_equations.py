@@ -50,7 +50,8 @@ def test_discount_weights_shift_by_one():
 @pytest.fixture(scope='module')
 def agent():
   from dreamerv2_tf import load_config
-  config = load_config(['atari', 'debug'], ['--actor_ent', '0.01'])
+  # float32: these compare against float64 numpy at 1e-4 (`auto` may pick bf16 on this CPU).
+  config = load_config(['atari', 'debug'], ['--actor_ent', '0.01', '--precision', '32'])
   obs_space, act_space = make_spaces()
   return Agent(config, obs_space, act_space)
 
