@@ -13,7 +13,6 @@ import re
 import signal
 import sys
 import time
-import warnings
 
 import numpy as np
 

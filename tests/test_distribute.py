@@ -113,3 +113,22 @@ def test_multi_worker_bad_setup_is_a_one_line_error(tmp_path, extra, env, messag
   lines = [line for line in proc.stderr.splitlines() if line.startswith('error')]
   assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
   assert not (tmp_path / 'run').exists()
+
+
+def test_mirrored_cli_run_resumes_under_the_default_strategy(tmp_path):
+  # What a user on a machine without GPUs sees: mirrored runs on the one CPU (with a warning),
+  # and its checkpoint resumes under another strategy (the strategy is not part of the state).
+  logdir = tmp_path / 'run'
+  base = [sys.executable, str(ROOT / 'scripts' / 'train.py'), '--configs', 'debug', '--task',
+          'gym:CartPole-v1', '--logdir', str(logdir), '--prefill', '100', '--eval_every', '200',
+          '--log_every', '100', '--train_every', '20', '--eval_eps', '1']
+  first = subprocess.run(base + ['--strategy', 'mirrored', '--steps', '300'], capture_output=True,
+                         text=True, env=ENV, cwd=ROOT, timeout=600)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert 'Strategy: mirrored, 1 replica(s)' in first.stdout
+  assert 'mirrored sees one device' in first.stderr
+  second = subprocess.run(base + ['--steps', '400'], capture_output=True, text=True, env=ENV,
+                          cwd=ROOT, timeout=600)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert 'Resumed from' in second.stdout and 'Strategy: default' in second.stdout
+  assert (logdir / 'checkpoints' / 'ckpt-400.index').exists()
