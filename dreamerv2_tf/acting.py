@@ -2,9 +2,16 @@
 
 `Agent` inherits these methods; they use its world model (`wm`), actor-critic (`ac`) and config.
 Acting runs on one device whatever the training strategy, outside `strategy.run`.
+
+On a CPU the policy computes in float32 even when training uses mixed bfloat16: at batch 1 the
+step is bound by reading weights and by small convolutions, where bfloat16 measured slower
+(4.5 ms against 2.9 ms for float32 under XLA at the atari preset). The weights are the same
+float32 variables; only the compute dtype of the traced policy differs. On GPU the policy keeps
+the training precision.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Mapping
 
 import numpy as np
@@ -61,19 +68,45 @@ class Acting:
     """
     fn = self._make_policy(mode)
     if not self.config.jit:
-      return fn
+      def eager(obs, state):
+        with self.acting_precision():
+          return fn(obs, state)
+      return eager
     if xla is None:
-      xla = precision.policy_xla(self.config.policy_xla, self.dtype)
+      xla = precision.policy_xla(self.config.policy_xla, self.acting_dtype)
     fn = tf.function(fn, jit_compile=bool(xla), autograph=False)
     concrete = {}  # Batch size -> concrete function; a closure, so checkpoints never see it.
 
     def step(obs, state):
       batch = len(obs['is_first'])
       if batch not in concrete:
-        concrete[batch] = fn.get_concrete_function(obs, state)
+        with self.acting_precision():  # The compute dtype is fixed when tracing.
+          concrete[batch] = fn.get_concrete_function(obs, state)
       return concrete[batch](obs, state)
     step.function = fn  # For tests and benchmarks: fn.experimental_get_tracing_count().
     return step
+
+  @property
+  def acting_dtype(self) -> str:
+    """The Keras dtype policy the policy step computes in (see the module docstring)."""
+    return self.dtype if precision.has_gpu() else 'float32'
+
+  @contextlib.contextmanager
+  def acting_precision(self):
+    """Sets the acting networks' layers to `acting_dtype` while the policy step is traced."""
+    if self.acting_dtype == self.dtype:
+      yield
+      return
+    modules = (self.wm.encoder, self.wm.rssm, self.ac.actor)
+    layers = [layer for m in modules for layer in m._flatten_layers(include_self=True)]
+    saved = [layer.dtype_policy for layer in layers]
+    try:
+      for layer in layers:
+        layer.dtype_policy = self.acting_dtype
+      yield
+    finally:
+      for layer, policy in zip(layers, saved):
+        layer.dtype_policy = policy
 
   def _random_action(self, batch):
     """Uniform random actions (expl_behavior: random), in the agent's action format."""

@@ -102,11 +102,12 @@ def export(logdir, out, checkpoint: str | None = None, force: bool = False) -> p
   out.parent.mkdir(parents=True, exist_ok=True)
   tmp = pathlib.Path(tempfile.mkdtemp(dir=out.parent, prefix=f'.{out.name}.tmp-'))
   try:
-    tf.saved_model.save(module, str(tmp), signatures={
-        'initial_state': module.initial_state.get_concrete_function(),
-        'step': module.step.get_concrete_function(),
-        'step_sample': module.step_sample.get_concrete_function(),
-    })
+    # Traced in the agent's acting precision (float32 on CPU), so the SavedModel acts as the
+    # agent does; saving only writes what is traced here.
+    with agent.acting_precision():
+      signatures = {name: getattr(module, name).get_concrete_function()
+                    for name in ('initial_state', 'step', 'step_sample')}
+      tf.saved_model.save(module, str(tmp), signatures=signatures)
     extra = tmp / 'assets.extra'
     extra.mkdir()
     config.save(extra / 'config.yaml')

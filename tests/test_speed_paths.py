@@ -58,3 +58,26 @@ def test_policy_xla_config_values():
   assert not precision.policy_xla('false') and precision.policy_xla(True)
   with pytest.raises(ConfigError, match='policy_xla'):
     load_config([], ['--policy_xla', 'sometimes'])
+
+
+def test_cpu_acting_computes_in_float32_while_training_in_bfloat16(tmp_path):
+  # On CPU the bf16-trained agent acts in float32 (faster at batch 1): its eval step equals a
+  # float32 agent's with the same weights, and the layers go back to bf16 for training.
+  import tensorflow as tf
+  config = load_config(['debug'], ['--eval_state_mean', 'true'])
+  spaces = make_spaces()
+  agents = {p: Agent(config.update({'precision': p}), *spaces) for p in ('bf16', '32')}
+  path = tf.train.Checkpoint(agent=agents['bf16']).write(str(tmp_path / 'ckpt'))
+  tf.train.Checkpoint(agent=agents['32']).read(path).assert_existing_objects_matched()
+  obs = observations(2)[0]
+  states = {p: a.policy(obs, None, 'eval')[1] for p, a in agents.items()}
+  if not precision.has_gpu():
+    assert agents['bf16'].acting_dtype == 'float32'
+    np.testing.assert_allclose(states['bf16'][0]['deter'].numpy(),
+                               states['32'][0]['deter'].numpy(), atol=1e-6)
+  agent = agents['bf16']
+  assert agent.wm.encoder.compute_dtype == 'bfloat16'
+  assert agent.wm.encoder.convs[0].compute_dtype == 'bfloat16'
+  assert agent.ac.actor.hidden.denses[0].compute_dtype == 'bfloat16'
+  batch = make_batch(*spaces, batch=2, length=4)
+  assert np.isfinite(agent.train(batch)['model_loss'])
