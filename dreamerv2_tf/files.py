@@ -26,3 +26,12 @@ def _umask() -> int:
   mask = os.umask(0)
   os.umask(mask)
   return mask
+
+
+def print_json(result: dict, out: str = '') -> None:
+  """Prints a result as indented JSON on stdout and, given `out`, also writes it there atomically."""
+  import json
+  text = json.dumps(result, indent=2)
+  print(text)
+  if out:
+    write_text_atomic(out, text + '\n')

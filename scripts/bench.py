@@ -171,11 +171,8 @@ def main(argv=None):
     peak = result['matmul_peak_gflops']['bfloat16' if row['precision'] == 'bf16' else 'float32']
     row['fraction_of_matmul_peak'] = round(row['achieved_gflops'] / peak, 3)
   print_table(result)
-  text = json.dumps(result, indent=2)
-  print(text)
-  if args.out:
-    from dreamerv2_tf.files import write_text_atomic
-    write_text_atomic(args.out, text + '\n')
+  from dreamerv2_tf.files import print_json
+  print_json(result, args.out)
 
 
 def print_table(result):

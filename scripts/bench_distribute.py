@@ -92,11 +92,8 @@ def main(argv=None):
   for row in rows:
     print(f'{row["strategy"]:>8}  {row["replicas"]:>8}  {row["train_step_median_s"]:>8}  '
           f'{row["samples_per_s"]:>10}  {row["speedup_vs_default"]:>10}', file=sys.stderr)
-  text = json.dumps(result, indent=2)
-  print(text)
-  if args.out:
-    from dreamerv2_tf.files import write_text_atomic
-    write_text_atomic(args.out, text + '\n')
+  from dreamerv2_tf.files import print_json
+  print_json(result, args.out)
 
 
 if __name__ == '__main__':

@@ -212,11 +212,8 @@ def main(argv=None):
   if args.part in ('loop', 'both'):
     result['loop'] = bench_loop(config, args)
   print_tables(result)
-  text = json.dumps(result, indent=2)
-  print(text)
-  if args.out:
-    from dreamerv2_tf.files import write_text_atomic
-    write_text_atomic(args.out, text + '\n')
+  from dreamerv2_tf.files import print_json
+  print_json(result, args.out)
 
 
 if __name__ == '__main__':
