@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from dreamerv2_tf import conv, distribute, nets, precision
 from dreamerv2_tf.acting import Acting
-from dreamerv2_tf.noise import Noise
+from dreamerv2_tf.noise import Noise, StepNoise
 from dreamerv2_tf.optim import Optimizer
 from dreamerv2_tf.returns import StreamNorm, discount_weights, lambda_return
 from dreamerv2_tf.schedule import schedule
@@ -42,7 +42,10 @@ class WorldModel(tf.Module):
     self.act_size = action_size(act_space)
     shapes = {k: tuple(v.shape) for k, v in obs_space.spaces.items()}
     self.encoder = conv.Encoder(shapes, **_kwargs(config.encoder), dtype=dtype)
-    self.rssm = nets.RSSM(self.act_size, self.encoder.embed_size,
+    # Under XLA the sequence loops are tf.scan: XLA compiles one loop body in seconds, but
+    # took over ten minutes on the unrolled atari-preset graph.
+    self.unroll = not config.xla
+    self.rssm = nets.RSSM(self.act_size, self.encoder.embed_size, unroll=self.unroll,
                           **_kwargs(config.rssm), dtype=dtype)
     feat = self.rssm.feat_size
     self.heads = {'decoder': conv.Decoder(shapes, feat, **_kwargs(config.decoder), dtype=dtype)}
@@ -136,16 +139,22 @@ class WorldModel(tf.Module):
     flat = lambda x: tf.reshape(x, [-1] + nets.dims(x)[2:])
     state = {k: tf.stop_gradient(flat(v)) for k, v in start.items()}
     feat = self.rssm.get_feat(state)
-    seq = {k: [v] for k, v in state.items()}
-    seq['feat'] = [feat]
-    seq['action'] = [tf.zeros([tf.shape(feat)[0], self.act_size], tf.float32)]
-    for _ in range(horizon):
-      action = actor(tf.stop_gradient(seq['feat'][-1])).sample(noise)
-      state = self.rssm.img_step({k: v[-1] for k, v in seq.items() if k in state}, action,
-                                 noise=noise)
-      for key, value in {**state, 'action': action, 'feat': self.rssm.get_feat(state)}.items():
-        seq[key].append(value)
-    seq = {k: tf.stack(v, 0) for k, v in seq.items()}
+    rows = nets.dims(feat)[0]
+    start = {**state, 'feat': feat, 'action': tf.zeros([rows, self.act_size], tf.float32)}
+    # Noise for the actions and the latents of every step, drawn up front (see Noise.steps).
+    elems = tf.range(horizon)
+    if noise is not None:
+      elems = (noise.steps(horizon, [rows, self.act_size]),
+               self.rssm.step_noise(noise, rows, horizon))
+
+    def step(carry, draws):
+      act_noise, stoch_noise = (map(StepNoise, draws) if noise is not None else (None, None))
+      action = actor(tf.stop_gradient(carry['feat'])).sample(act_noise)
+      prev = {k: carry[k] for k in state}
+      new = self.rssm.img_step(prev, action, noise=stoch_noise)
+      return {**new, 'feat': self.rssm.get_feat(new), 'action': action}
+    steps = nets.loop(step, start, elems, horizon, self.unroll)
+    seq = {k: tf.concat([start[k][None], steps[k]], 0) for k in start}
     if 'discount' in self.heads:
       disc = self.heads['discount'](seq['feat']).mean()
       true_first = (1.0 - tf.cast(flat(is_terminal), tf.float32)) * self.config.discount
@@ -383,9 +392,9 @@ class Agent(Acting, tf.Module):
     return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
             for k, v in metrics.items()}
 
-  def _train(self, data):
+  def _train(self, data, noise=None):
     # Samples depend on (seed, update, global row) only: see noise.py.
-    noise = Noise(self.config.seed, self.ac.updates)
+    noise = noise or Noise(self.config.seed, self.ac.updates)
     data = self.wm.preprocess(data)
     outputs, metrics = self.wm.train(data, noise)
     metrics.update(self.ac.train(self.wm, outputs['post'], data['is_terminal'], noise))

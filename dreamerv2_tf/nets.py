@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from dreamerv2_tf import distribute, dists
 from dreamerv2_tf.dists import dims  # noqa: F401 (re-exported: nets.dims)
+from dreamerv2_tf.noise import StepNoise
 
 ACTS = {
     'elu': tf.nn.elu, 'relu': tf.nn.relu, 'tanh': tf.tanh, 'swish': tf.nn.silu,
@@ -170,8 +171,9 @@ class RSSM(keras.layers.Layer):
 
   def __init__(self, action_size: int, embed_size: int, hidden=1024, deter=1024, stoch=32,
                discrete=32, act='elu', norm='none', gru_norm=True, std_act='sigmoid2',
-               min_std=0.1, **kwargs):
+               min_std=0.1, unroll=True, **kwargs):
     super().__init__(**kwargs)
+    self.unroll = unroll  # Sequence loops: Python-unrolled, or tf.scan (for XLA); see `loop`.
     self._deter, self._stoch, self._discrete = deter, stoch, discrete
     self._act, self._std_act, self._min_std = get_act(act), std_act, min_std
     stoch_size = stoch * discrete if discrete else stoch
@@ -281,26 +283,33 @@ class RSSM(keras.layers.Layer):
     """Posteriors and priors over a batch-major sequence `[B, T, ...]` (T must be static).
 
     action[:, t] is the action that led *into* step t (a_{t-1} in the paper's notation), as the
-    replay stores it; it is zero at `is_first` steps.
+    replay stores it; it is zero at `is_first` steps. With `unroll` the loop is Python-unrolled
+    (fastest in TensorFlow's graph runtime), else a `tf.scan` that XLA compiles quickly.
     """
+    batch, length = tf.shape(action)[0], action.shape[1]
     if state is None:
-      state = self.initial(tf.shape(action)[0])
-    posts, priors = [], []
-    for t in range(action.shape[1]):
-      state, prior = self.obs_step(state, action[:, t], embed[:, t], is_first[:, t], sample,
-                                   noise)
-      posts.append(state)
-      priors.append(prior)
-    stack = lambda seq: {k: tf.stack([s[k] for s in seq], 1) for k in seq[0]}
-    return stack(posts), stack(priors)
+      state = self.initial(batch)
+    draws = self.step_noise(noise, dims(action)[0], length)
+    steps = (time_major(action), time_major(embed), time_major(is_first))
+    def body(carry, inputs):
+      *inputs, u = inputs if draws is not None else (*inputs, None)
+      return self.obs_step(carry[0], *inputs, sample, StepNoise(u) if u is not None else None)
+    elems = steps if draws is None else (*steps, draws)
+    posts, priors = loop(body, (state, state), elems, length, self.unroll)
+    return batch_major(posts), batch_major(priors)
 
-  def imagine(self, action: tf.Tensor, state: dict, sample: bool = True, noise=None) -> dict:
+  def step_noise(self, noise, rows, steps: int) -> tf.Tensor | None:
+    """This model's latent-sample noise for `steps` steps, `[steps, rows, ...]`, or None."""
+    if noise is None:
+      return None
+    shape = [self._stoch, self._discrete] if self._discrete else [self._stoch]
+    return noise.steps(steps, [rows, *shape])
+
+  def imagine(self, action: tf.Tensor, state: dict, sample: bool = True) -> dict:
     """Open-loop priors for batch-major actions `[B, T, A]` from `state` (`[B, ...]`)."""
-    priors = []
-    for t in range(action.shape[1]):
-      state = self.img_step(state, action[:, t], sample, noise)
-      priors.append(state)
-    return {k: tf.stack([s[k] for s in priors], 1) for k in priors[0]}
+    body = lambda carry, act: self.img_step(carry, act, sample)
+    priors = loop(body, state, time_major(action), action.shape[1], self.unroll)
+    return batch_major(priors)
 
   def kl_loss(self, post: dict, prior: dict, forward=False, balance=0.8, free=0.0,
               free_avg=True) -> tuple[tf.Tensor, tf.Tensor]:
@@ -329,6 +338,30 @@ class RSSM(keras.layers.Layer):
       loss_lhs = tf.reduce_mean(tf.maximum(value_lhs, free))
       loss_rhs = tf.reduce_mean(tf.maximum(value_rhs, free))
     return mix * loss_lhs + (1 - mix) * loss_rhs, value
+
+
+def time_major(x: tf.Tensor) -> tf.Tensor:
+  return tf.transpose(x, [1, 0] + list(range(2, len(x.shape))))
+
+
+def batch_major(tree):
+  return tf.nest.map_structure(time_major, tree)
+
+
+def loop(body, init, elems, length: int, unroll: bool):
+  """Stacked carries of `carry = body(carry, elems[t])` over t, time-major `[length, ...]`.
+
+  unroll: a Python loop, one copy of the body per step (TensorFlow's graph runtime runs it
+  fastest; XLA takes minutes to compile 50 copies of the RSSM), else `tf.scan` (one traced
+  body in a while loop, which XLA compiles in seconds). Both compute the same values.
+  """
+  if not unroll:
+    return tf.scan(body, elems, initializer=init)
+  outs, carry = [], init
+  for t in range(length):
+    carry = body(carry, tf.nest.map_structure(lambda x: x[t], elems))
+    outs.append(carry)
+  return tf.nest.map_structure(lambda *xs: tf.stack(xs, 0), *outs)
 
 
 def _free_mean(value: tf.Tensor, free: float) -> tf.Tensor:

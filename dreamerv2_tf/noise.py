@@ -15,6 +15,10 @@ import tensorflow as tf
 
 from dreamerv2_tf import distribute
 
+# Named, not auto-selected: XLA would pick another generator and the XLA path would sample
+# other values than the plain one.
+ALG = 'philox'
+
 
 class Noise:
   """Draws for one train step; every call to `uniform`/`normal` uses a fresh sub-seed.
@@ -29,7 +33,7 @@ class Noise:
 
   def _next_seed(self) -> tf.Tensor:
     self._draws += 1
-    return tf.random.experimental.stateless_fold_in(self._seed, self._draws)
+    return tf.random.experimental.stateless_fold_in(self._seed, self._draws, alg=ALG)
 
   def _rows(self, fn, shape: Sequence) -> tf.Tensor:
     # Rows are the leading dim: this replica's rows of the global batch, which are contiguous
@@ -44,10 +48,34 @@ class Noise:
 
   def uniform(self, shape: Sequence) -> tf.Tensor:
     """float32 uniform in [0, 1) of `shape` (`shape[0]` = this replica's rows)."""
-    return self._rows(lambda s, seed: tf.random.stateless_uniform(s, seed, dtype=tf.float32),
-                      shape)
+    return self._rows(lambda s, seed: tf.random.stateless_uniform(
+        s, seed, dtype=tf.float32, alg=ALG), shape)
 
   def normal(self, shape: Sequence) -> tf.Tensor:
     """float32 standard normal of `shape` (`shape[0]` = this replica's rows)."""
-    return self._rows(lambda s, seed: tf.random.stateless_normal(s, seed, dtype=tf.float32),
-                      shape)
+    return self._rows(lambda s, seed: tf.random.stateless_normal(
+        s, seed, dtype=tf.float32, alg=ALG), shape)
+
+  def steps(self, count: int, shape: Sequence) -> tf.Tensor:
+    """Uniform draws for `count` steps of a loop, time-major `[count, *shape]`.
+
+    One draw for the whole loop, so a loop traced once (tf.scan, for XLA) and a Python-unrolled
+    loop sample the same values; `shape[0]` is this replica's rows.
+    """
+    u = self.uniform([shape[0], count, *shape[1:]])  # Rows first: replicas slice rows.
+    return tf.transpose(u, [1, 0] + list(range(2, len(shape) + 1)))
+
+
+class StepNoise:
+  """One step's noise, drawn beforehand by `Noise.steps`; `normal` is its inverse normal CDF."""
+
+  def __init__(self, u: tf.Tensor):
+    self._u = u
+
+  def uniform(self, shape: Sequence) -> tf.Tensor:
+    del shape  # Drawn in the caller's shape.
+    return self._u
+
+  def normal(self, shape: Sequence) -> tf.Tensor:
+    del shape
+    return tf.math.ndtri(tf.clip_by_value(self._u, 1e-7, 1 - 1e-7))

@@ -81,3 +81,70 @@ def test_cpu_acting_computes_in_float32_while_training_in_bfloat16(tmp_path):
   assert agent.ac.actor.hidden.denses[0].compute_dtype == 'bfloat16'
   batch = make_batch(*spaces, batch=2, length=4)
   assert np.isfinite(agent.train(batch)['model_loss'])
+
+
+def train_twice(tmp_path, overrides, configure=None):
+  """Metrics of one train step of two agents from the same checkpoint on the same batch."""
+  import tensorflow as tf
+  spaces = make_spaces()
+  batch = make_batch(*spaces, batch=4, length=6, seed=2)
+  base = load_config(['debug'], ['--precision', '32'])
+  agents = [Agent(base, *spaces), Agent(base.update(overrides), *spaces)]
+  path = tf.train.Checkpoint(agent=agents[0]).write(str(tmp_path / 'ckpt'))
+  tf.train.Checkpoint(agent=agents[1]).read(path).assert_existing_objects_matched()
+  if configure:
+    configure(agents[1])
+  return [agent.train(batch) for agent in agents]
+
+
+def test_scan_loops_compute_what_the_unrolled_loops_compute(tmp_path):
+  # tf.scan (the XLA path) and the Python-unrolled loops: same noise, same losses.
+  def use_scan(agent):
+    agent.wm.unroll = agent.wm.rssm.unroll = False
+  unrolled, scanned = train_twice(tmp_path, {}, use_scan)
+  for key in unrolled:
+    assert abs(unrolled[key] - scanned[key]) <= 1e-5 * max(1.0, abs(unrolled[key])), key
+
+
+class ConstNoise:
+  """Noise as constants drawn by numpy while tracing: the same values under XLA and without.
+
+  (TensorFlow's Philox kernels and XLA's produce different streams from the same key, so the
+  agent's own noise cannot be compared across the two.)
+  """
+
+  def __init__(self):
+    self._rng = np.random.default_rng(0)
+
+  def uniform(self, shape):
+    import tensorflow as tf
+    return tf.constant(self._rng.uniform(size=[int(d) for d in shape]), tf.float32)
+
+  def normal(self, shape):
+    import tensorflow as tf
+    return tf.constant(self._rng.normal(size=[int(d) for d in shape]), tf.float32)
+
+  def steps(self, count, shape):
+    return self.uniform([count, *shape])
+
+
+def test_xla_train_step_matches_the_plain_step(tmp_path):
+  # --xla true: the train step (scan loops) compiles in seconds and, with the same noise,
+  # computes the plain step's losses and updates within 1e-4 (XLA fuses and reorders sums).
+  import tensorflow as tf
+  spaces = make_spaces()
+  batch = make_batch(*spaces, batch=4, length=6, seed=2)
+  base = load_config(['debug'], ['--precision', '32'])
+  plain, xla = Agent(base, *spaces), Agent(base.update({'xla': True}), *spaces)
+  path = tf.train.Checkpoint(agent=plain).write(str(tmp_path / 'ckpt'))
+  tf.train.Checkpoint(agent=xla).read(path).assert_existing_objects_matched()
+  assert xla.wm.rssm.unroll is False and plain.wm.rssm.unroll is True
+  metrics = {}
+  for name, agent, jit in (('plain', plain, False), ('xla', xla, True)):
+    step = tf.function(lambda data: agent._train(data, ConstNoise()), jit_compile=jit,
+                       autograph=False)
+    metrics[name] = {k: float(v) for k, v in step(agent._check_batch(batch)).items()}
+  for key, value in metrics['plain'].items():
+    assert abs(value - metrics['xla'][key]) <= 1e-4 * max(1.0, abs(value)), key
+  for a, b in zip(plain.weights_, xla.weights_):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
