@@ -15,8 +15,9 @@ import tensorflow as tf
 
 from dreamerv2_tf import distribute
 
-# Named, not auto-selected: XLA would pick another generator and the XLA path would sample
-# other values than the plain one.
+# Named rather than auto-selected, so every device runs the same generator. (XLA's Philox
+# kernel still maps keys to other streams than TensorFlow's: a run with `xla` samples different,
+# equally distributed, values; tests compare the two paths with fixed noise.)
 ALG = 'philox'
 
 
