@@ -286,6 +286,7 @@ class RSSM(keras.layers.Layer):
     replay stores it; it is zero at `is_first` steps. With `unroll` the loop is Python-unrolled
     (fastest in TensorFlow's graph runtime), else a `tf.scan` that XLA compiles quickly.
     """
+    embed, action, is_first = map(tf.convert_to_tensor, (embed, action, is_first))
     batch, length = tf.shape(action)[0], action.shape[1]
     if state is None:
       state = self.initial(batch)
@@ -307,6 +308,7 @@ class RSSM(keras.layers.Layer):
 
   def imagine(self, action: tf.Tensor, state: dict, sample: bool = True) -> dict:
     """Open-loop priors for batch-major actions `[B, T, A]` from `state` (`[B, ...]`)."""
+    action = tf.convert_to_tensor(action)
     body = lambda carry, act: self.img_step(carry, act, sample)
     priors = loop(body, state, time_major(action), action.shape[1], self.unroll)
     return batch_major(priors)
