@@ -60,18 +60,20 @@ def tf_config() -> dict:
     raise ConfigError(f'TF_CONFIG is not valid JSON ({e}): {text[:80]!r}') from None
 
 
-def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
-  """True on the worker that writes logs and checkpoints: the `chief` task, or worker 0."""
-  resolver = getattr(strategy, 'cluster_resolver', None)
-  if resolver is not None and resolver.task_type is not None:
-    task_type, task_id = resolver.task_type, resolver.task_id
-  else:
-    task = tf_config().get('task', {})
-    task_type, task_id = task.get('type'), task.get('index', 0)
-  if task_type in (None, 'chief'):
-    return True
-  has_chief = 'chief' in tf_config().get('cluster', {})
-  return task_type == 'worker' and task_id == 0 and not has_chief
+def task_index(strategy: str) -> int:
+  """This process's index among a multi-worker run's workers; 0 is the chief.
+
+  The chief is the `chief` task of `TF_CONFIG`, or worker 0 when the cluster has none (then
+  worker k is index k, else k + 1). Under the other strategies every process is its own chief.
+  """
+  if strategy != 'multi_worker':
+    return 0
+  config = tf_config()
+  task = config.get('task', {})
+  if task.get('type', 'chief') == 'chief':
+    return 0
+  has_chief = 'chief' in config.get('cluster', {})
+  return int(task.get('index', 0)) + int(has_chief)
 
 
 def replica_info() -> tuple[tf.Tensor | int, int]:

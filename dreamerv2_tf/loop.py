@@ -137,7 +137,8 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
     # Devices and the strategy come before any other TensorFlow work (multi-worker needs it).
     device = precision.setup_devices()
     strategy = distribute.make_strategy(config.strategy)
-    chief = distribute.is_chief(strategy)
+    worker = distribute.task_index(config.strategy)  # 0: the chief.
+    chief = worker == 0
     config, logdir = prepare_logdir(config, chief)
   except ValueError as e:  # E.g. multi_worker without TF_CONFIG.
     train_env.close()
@@ -148,7 +149,7 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
     eval_env_.close()
     raise
   # Every worker acts and keeps its own replay; only the chief writes logs and checkpoints.
-  workdir = logdir if chief else logdir / 'workers' / f'worker{_task_index(config)}'
+  workdir = logdir if chief else logdir / 'workers' / f'worker{worker}'
   print(f'Logdir: {logdir}', flush=True)
   print(f'Strategy: {config.strategy}, {strategy.num_replicas_in_sync} replica(s)'
         f'{"" if chief else "; not the chief: no logs or checkpoints"}', flush=True)
@@ -161,7 +162,7 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
 
   obs_space, act_space = train_env.obs_space, train_env.act_space
   replay_kw = config.replay.to_dict()
-  seed = config.seed + 1000 * _task_index(config)  # Workers explore differently.
+  seed = config.seed + 1000 * worker  # Workers explore differently.
   train_replay = Replay(workdir / 'train_episodes', seed=seed, **replay_kw)
   eval_replay = Replay(workdir / 'eval_episodes', seed=seed + 1,
                        capacity=max(replay_kw['capacity'] // 10, 1),
@@ -342,17 +343,6 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   return logdir
 
 
-def _task_index(config: Config) -> int:
-  """This worker's index in a multi-worker run (0 otherwise), for distinct seeds and dirs."""
-  if config.strategy != 'multi_worker':
-    return 0
-  from dreamerv2_tf import distribute
-  task = distribute.tf_config().get('task', {})
-  offset = 1 if task.get('type') == 'worker' and 'chief' in distribute.tf_config().get(
-      'cluster', {}) else 0  # With a separate chief task, worker 0 is the second process.
-  return int(task.get('index', 0)) + offset
-
-
 def _train_dataset(strategy, replay, config: Config):
   """The replay's batches; under a strategy, distributed by the strategy's own input API.
 
@@ -395,7 +385,9 @@ def make_envs(env, config: Config, mode: str, count: int):
       how = 'process' if config.task.startswith('dmc_') else 'none'
     if how == 'ale_vector' and not config.task.startswith('atari_'):
       raise ConfigError(f'envs_parallel ale_vector is for Atari tasks, not {config.task!r}')
-    seed = config.seed + (0 if mode == 'train' else 10_000) + 1000 * _task_index(config)
+    from dreamerv2_tf import distribute
+    worker = distribute.task_index(config.strategy)  # Workers explore differently.
+    seed = config.seed + (0 if mode == 'train' else 10_000) + 1000 * worker
     try:
       return envs_lib.make_batch_env(config.task, count, config, mode=mode, seed=seed,
                                      parallel=how == 'process', fast=how == 'ale_vector')
