@@ -44,8 +44,7 @@ class WorldModel(tf.Module):
     self.encoder = conv.Encoder(shapes, **_kwargs(config.encoder), dtype=dtype)
     # Under XLA the sequence loops are tf.scan: XLA compiles one loop body in seconds, but
     # took over ten minutes on the unrolled atari-preset graph.
-    self.unroll = not config.xla
-    self.rssm = nets.RSSM(self.act_size, self.encoder.embed_size, unroll=self.unroll,
+    self.rssm = nets.RSSM(self.act_size, self.encoder.embed_size, unroll=not config.xla,
                           **_kwargs(config.rssm), dtype=dtype)
     feat = self.rssm.feat_size
     self.heads = {'decoder': conv.Decoder(shapes, feat, **_kwargs(config.decoder), dtype=dtype)}
@@ -153,7 +152,7 @@ class WorldModel(tf.Module):
       prev = {k: carry[k] for k in state}
       new = self.rssm.img_step(prev, action, noise=stoch_noise)
       return {**new, 'feat': self.rssm.get_feat(new), 'action': action}
-    steps = nets.loop(step, start, elems, horizon, self.unroll)
+    steps = nets.loop(step, start, elems, horizon, self.rssm.unroll)
     seq = {k: tf.concat([start[k][None], steps[k]], 0) for k in start}
     if 'discount' in self.heads:
       disc = self.heads['discount'](seq['feat']).mean()

@@ -291,11 +291,13 @@ class RSSM(keras.layers.Layer):
     if state is None:
       state = self.initial(batch)
     draws = self.step_noise(noise, dims(action)[0], length)
-    steps = (time_major(action), time_major(embed), time_major(is_first))
+    elems = (time_major(action), time_major(embed), time_major(is_first),
+             tf.range(length) if draws is None else draws)  # A stand-in without noise.
+
     def body(carry, inputs):
-      *inputs, u = inputs if draws is not None else (*inputs, None)
-      return self.obs_step(carry[0], *inputs, sample, StepNoise(u) if u is not None else None)
-    elems = steps if draws is None else (*steps, draws)
+      act, emb, first, u = inputs
+      step_noise = None if draws is None else StepNoise(u)
+      return self.obs_step(carry[0], act, emb, first, sample, step_noise)
     posts, priors = loop(body, (state, state), elems, length, self.unroll)
     return batch_major(posts), batch_major(priors)
 

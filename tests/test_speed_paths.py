@@ -100,7 +100,7 @@ def train_twice(tmp_path, overrides, configure=None):
 def test_scan_loops_compute_what_the_unrolled_loops_compute(tmp_path):
   # tf.scan (the XLA path) and the Python-unrolled loops: same noise, same losses.
   def use_scan(agent):
-    agent.wm.unroll = agent.wm.rssm.unroll = False
+    agent.wm.rssm.unroll = False
   unrolled, scanned = train_twice(tmp_path, {}, use_scan)
   for key in unrolled:
     assert abs(unrolled[key] - scanned[key]) <= 1e-5 * max(1.0, abs(unrolled[key])), key
