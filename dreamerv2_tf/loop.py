@@ -317,7 +317,9 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
           eval_driver(policy('eval'), episodes=1)
           bar.update(done + 1)
         bar.close()
-        if report_dataset is None and eval_replay.stats['loaded_steps']:
+        # Evaluation episodes shorter than the replay's minlen (CartPole can fall in 9 steps)
+        # give nothing to sample yet: the eval report then waits for a later evaluation.
+        if 'image' in obs_space.spaces and report_dataset is None and eval_replay.can_sample:
           report_dataset = iter(eval_replay.dataset(min(6, config.dataset.batch),
                                                     config.dataset.length))
         for name, source in (('train', dataset), ('eval', report_dataset)):

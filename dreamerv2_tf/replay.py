@@ -134,6 +134,16 @@ class Replay:
               'loaded_steps': self._loaded_steps, 'loaded_episodes': len(self._episodes),
               'loaded_segments': len(self._segments), 'skipped_files': self._skipped}
 
+  @property
+  def can_sample(self) -> bool:
+    """Whether a sequence of at least `minlen` steps is there to sample (shorter ones never are)."""
+    with self._lock:
+      try:
+        self._available()
+      except RuntimeError:
+        return False
+      return True
+
   def add_step(self, transition: Mapping[str, Any], worker: Any = 0) -> None:
     """Append a transition to `worker`'s running episode, writing chunks and the end.
 

@@ -241,9 +241,13 @@ def test_sample_shapes_and_no_log_keys(tmp_path):
 def test_empty_replay_raises_a_clear_error(tmp_path):
   replay = Replay(tmp_path, minlen=10, maxlen=10)
   assert 'minlen=10' in one_line_error(RuntimeError, replay.sample, 2, 10)
+  assert not replay.can_sample
   replay.add_episode(episode(5))  # Shorter than minlen: stored but never sampled.
+  assert replay.stats['loaded_steps'] and not replay.can_sample
   one_line_error(RuntimeError, replay.sample, 2, 10)
   one_line_error(RuntimeError, replay.dataset, 2, 10)
+  replay.add_episode(episode(12))
+  assert replay.can_sample and replay.sample(2, 10)['is_first'].shape == (2, 10)
 
 
 def test_bad_input_raises_one_line_value_errors(tmp_path):

@@ -80,6 +80,17 @@ def test_smoke_run_then_resume(tmp_path, name, args, repeat):
   assert len(episodes(logdir)) > first_episodes
 
 
+def test_eval_episodes_shorter_than_the_training_length(tmp_path):
+  # Pong episodes end at the debug time limit (100 steps), before one 120-step training chunk:
+  # the eval report has nothing to sample and waits instead of failing the run (it did fail).
+  args = ['--configs', 'atari', 'debug', '--task', 'pong', '--logdir', str(tmp_path),
+          '--steps', '260', '--prefill', '120', '--eval_every', '120', '--eval_eps', '1',
+          '--dataset.length', '120']
+  run(args)
+  assert any('eval_return' in r for r in records(tmp_path))
+  assert checkpoints(tmp_path)[-1] == 260
+
+
 def test_incompatible_resume_is_a_clear_error(tmp_path):
   args = ['--configs', 'debug', '--task', 'gym:CartPole-v1', '--logdir', str(tmp_path)]
   run(args + ['--steps', '150'])
