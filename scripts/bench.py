@@ -11,8 +11,8 @@ counts, analytic FLOPs per train step and achieved GFLOP/s, and the matmul peak 
 same run. Other arguments override config keys (`--rssm.deter 200`).
 
 A variant is a precision (32, bf16, 16) with optional modifiers: `+xla` (jit_compile the train
-step), `+plain` (Keras' own transposed convolutions in the decoder: the straightforward path,
-`--decoder.fast_deconv false`). Ratios are against the first variant.
+step), `+plain` (Keras' own convolution layers throughout: the straightforward path,
+`--decoder.fast_deconv false --encoder.fast_conv false`). Ratios are against the first variant.
 """
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def bench_variant(config, spaces, batch, variant, steps, policy_steps) -> dict:
   prec, *mods = variant.split('+')
   xla = 'xla' in mods
   config = config.update({'precision': prec, 'xla': xla, 'jit': True,
-                          'decoder.fast_deconv': 'plain' not in mods})
+                          'decoder.fast_deconv': 'plain' not in mods,
+                          'encoder.fast_conv': 'plain' not in mods})
   tf.keras.backend.clear_session()
   agent = Agent(config, *spaces)
   start = time.perf_counter()

@@ -62,3 +62,44 @@ def test_fast_decoder_equals_keras_layers(dtype, tol):
   np.testing.assert_allclose(outs[0], outs[1], atol=tol * scale)
   for a, b in zip(*grads):
     np.testing.assert_allclose(a.numpy(), b.numpy(), atol=tol * (np.abs(b.numpy()).max() + 1e-6))
+
+
+def _encoder_outputs(enc, image, weights):
+  with tf.GradientTape() as tape:
+    tape.watch(image)
+    embed = tf.cast(enc({'image': image}), tf.float32)
+    loss = tf.reduce_sum(weights * embed)
+  return [embed.numpy()] + [g.numpy() for g in tape.gradient(loss, [image, *enc.variables])]
+
+
+def test_fast_encoder_equals_keras_layers():
+  # The same weights through fast_conv on and off: the same embedding and gradients in float32,
+  # and in bfloat16 no further from float32 than Keras' own layers are. The atari encoder's
+  # last layer has a 2x2 output, so it runs as a patch matmul.
+  shapes = {'image': (64, 64, 1)}
+  reference = conv.Encoder(shapes, cnn_depth=4, dtype='float32', fast_conv=False)
+  image = tf.random.uniform([2, 3, 64, 64, 1], -0.5, 0.5, seed=7)
+  weights = tf.random.normal([2, 3, reference.embed_size], seed=8)
+  assert reference({'image': image}).shape == (2, 3, 2 * 2 * 32)
+  want = _encoder_outputs(reference, image, weights)
+  for dtype in ('float32', 'mixed_bfloat16'):
+    errors = {}
+    for fast in (True, False):
+      enc = conv.Encoder(shapes, cnn_depth=4, dtype=dtype, fast_conv=fast)
+      for a, b in zip(enc.variables, reference.variables):
+        a.assign(b)
+      got = _encoder_outputs(enc, image, weights)
+      errors[fast] = [np.abs(g - w).max() / (np.abs(w).max() + 1e-6) for g, w in zip(got, want)]
+    if dtype == 'float32':
+      assert max(errors[True]) < 1e-5, errors
+    else:
+      assert all(f <= 2 * p + 1e-3 for f, p in zip(errors[True], errors[False])), errors
+
+
+def test_patch_conv_equals_convolution():
+  # Strides 1 and 2, a non-square output count: the windows follow Keras' kernel layout.
+  x = tf.random.normal([3, 7, 7, 5], seed=9)
+  kernel = tf.random.normal([3, 3, 5, 4], seed=10)
+  for stride in (1, 2):
+    np.testing.assert_allclose(conv.patch_conv(x, kernel, stride).numpy(),
+                               tf.nn.conv2d(x, kernel, stride, 'VALID').numpy(), atol=1e-4)
