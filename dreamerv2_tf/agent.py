@@ -132,14 +132,17 @@ class WorldModel(tf.Module):
               noise: Noise | None = None) -> dict:
     """Rolls the actor out in the model from every start state, time-major `[H+1, B*T, ...]`.
 
-    seq['action'][t] is the action that led into state t (zeros at t=0). seq['discount'][0] is
-    the true discount of the start state from replay, later ones are the discount head's mean.
+    seq['action'][t] is the action that led into state t (zeros at t=0), and seq['policy'][t]
+    the actor's distribution parameters that chose it: the actor loss reuses them instead of
+    running the actor over the states again. seq['discount'][0] is the true discount of the
+    start state from replay, later ones are the discount head's mean.
     """
     flat = lambda x: tf.reshape(x, [-1] + nets.dims(x)[2:])
     state = {k: tf.stop_gradient(flat(v)) for k, v in start.items()}
     feat = self.rssm.get_feat(state)
     rows = nets.dims(feat)[0]
-    start = {**state, 'feat': feat, 'action': tf.zeros([rows, self.act_size], tf.float32)}
+    start = {**state, 'feat': feat, 'action': tf.zeros([rows, self.act_size], tf.float32),
+             'policy': tf.zeros([rows, actor.head.params_size], tf.float32)}
     # Noise for the actions and the latents of every step, drawn up front (see Noise.steps).
     elems = tf.range(horizon)
     if noise is not None:
@@ -148,10 +151,11 @@ class WorldModel(tf.Module):
 
     def step(carry, draws):
       act_noise, stoch_noise = (map(StepNoise, draws) if noise is not None else (None, None))
-      action = actor(tf.stop_gradient(carry['feat'])).sample(act_noise)
+      policy = actor.params(tf.stop_gradient(carry['feat']))
+      action = actor.dist(policy).sample(act_noise)
       prev = {k: carry[k] for k in state}
       new = self.rssm.img_step(prev, action, noise=stoch_noise)
-      return {**new, 'feat': self.rssm.get_feat(new), 'action': action}
+      return {**new, 'feat': self.rssm.get_feat(new), 'action': action, 'policy': policy}
     steps = nets.loop(step, start, elems, horizon, self.rssm.unroll)
     seq = {k: tf.concat([start[k][None], steps[k]], 0) for k in start}
     if 'discount' in self.heads:
@@ -248,12 +252,13 @@ class ActorCritic(tf.Module):
       Weights:    [ 1]  [w1]   w2    w3
       Loss:              l1    l2
 
-    The policy at z_t chose a_{t+1} and is credited with t_{t+1}. Two states drop out at the
+    The policy at z_t chose a_{t+1} and is credited with t_{t+1}; its parameters are
+    seq['policy'][t+1], saved when imagination sampled a_{t+1}. Two states drop out at the
     end (the bootstrap state, and the state whose action leads nowhere); one target at the
     start (z0 comes from replay).
     """
     metrics = {}
-    policy = self.actor(tf.stop_gradient(seq['feat'][:-2]))
+    policy = self.actor.dist(seq['policy'][1:-1])  # The actor at states z0 .. z_{H-2}.
     if self.grad == 'dynamics':
       objective = target[1:]
     else:

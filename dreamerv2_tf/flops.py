@@ -68,8 +68,9 @@ def train_step_flops(agent, batch: int, length: int) -> dict:
   actor, critic = mlp_flops(ac.actor), mlp_flops(ac.critic)
   scalar_heads = sum(v for k, v in heads.items() if k != 'decoder')
   imag_fwd = n * (horizon * (img + actor) + (horizon + 1) * (scalar_heads + critic))
-  # Actor loss on H-1 states (plus the baseline critic), critic loss on H states.
-  ac_fwd = n * ((horizon - 1) * (actor + critic) + horizon * critic)
+  # The actor loss reuses the imagination's actor outputs and the slow critic's values as its
+  # baseline; only the critic loss runs a network again, on H states.
+  ac_fwd = n * horizon * critic
   if ac.grad == 'reinforce':
     ac_bwd = 2 * n * ((horizon - 1) * actor + horizon * critic)
   else:  # Dynamics backprop differentiates through the whole imagination too.

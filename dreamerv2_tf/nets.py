@@ -60,11 +60,16 @@ class DenseStack(keras.layers.Layer):
 
   def call(self, x):
     x = tf.cast(x, self.compute_dtype)
+    # On 2-D inputs Keras' Dense is one MatMul that Grappler fuses with its bias and activation
+    # into a single oneDNN kernel; on [T, B, F] it becomes a Tensordot whose reshapes block that
+    # fusion, leaving two more passes over every hidden activation.
+    lead = dims(x)[:-1]
+    x = tf.reshape(x, [-1, x.shape[-1]])
     for dense, norm in zip(self.denses, self.norms):
       x = dense(x)
       x = norm(x) if norm is not None else x
       x = self._act(x)
-    return x
+    return tf.reshape(x, lead + [x.shape[-1]])
 
 
 class DistLayer(keras.layers.Layer):
@@ -82,6 +87,7 @@ class DistLayer(keras.layers.Layer):
     size = 1
     for dim in self._shape:
       size *= dim
+    self._size = size
     self.out = built(keras.layers.Dense(size, dtype=self.dtype_policy), (None, in_size))
     self.std = None
     if dist in ('normal', 'trunc_normal', 'tanh_normal'):
@@ -91,9 +97,22 @@ class DistLayer(keras.layers.Layer):
                        'trunc_normal, tanh_normal')
     self.built = True
 
-  def call(self, x):
+  @property
+  def params_size(self) -> int:
+    """Width of `params`: the mean (or logits) part, then the std part if there is one."""
+    return self._size * (2 if self.std is not None else 1)
+
+  def params(self, x: tf.Tensor) -> tf.Tensor:
+    """The distribution's raw parameters, float32 `[..., params_size]`; `dist` maps them."""
     x = tf.cast(x, self.compute_dtype)
     out = tf.cast(self.out(x), tf.float32)
+    if self.std is None:
+      return out
+    return tf.concat([out, tf.cast(self.std(x), tf.float32)], -1)
+
+  def dist(self, params: tf.Tensor):
+    """The distribution for `params` (as returned by `params`)."""
+    out = params[..., :self._size]
     out = tf.reshape(out, dims(out)[:-1] + list(self._shape))
     n = len(self._shape)
     if self._dist == 'mse':
@@ -102,8 +121,7 @@ class DistLayer(keras.layers.Layer):
       return dists.BinaryDist(out, n)
     if self._dist == 'onehot':
       return dists.OneHotDist(out)
-    std = tf.cast(self.std(x), tf.float32)
-    std = tf.reshape(std, dims(out))
+    std = tf.reshape(params[..., self._size:], dims(out))
     if self._dist == 'normal':
       return dists.NormalDist(out, tf.nn.softplus(std) + self._min_std)
     if self._dist == 'tanh_normal':
@@ -113,6 +131,9 @@ class DistLayer(keras.layers.Layer):
     # trunc_normal: the paper's continuous actor.
     std = 2 * tf.sigmoid((std + self._init_std) / 2) + self._min_std
     return dists.TruncNormalDist(tf.tanh(out), std)
+
+  def call(self, x):
+    return self.dist(self.params(x))
 
 
 class MLP(keras.layers.Layer):
@@ -125,8 +146,15 @@ class MLP(keras.layers.Layer):
     self.head = DistLayer(self.hidden.out_size, shape, dist, min_std, dtype=self.dtype_policy)
     self.built = True
 
+  def params(self, feat: tf.Tensor) -> tf.Tensor:
+    """The head's raw distribution parameters (see `DistLayer.params`)."""
+    return self.head.params(self.hidden(feat))
+
+  def dist(self, params: tf.Tensor):
+    return self.head.dist(params)
+
   def call(self, feat):
-    return self.head(self.hidden(feat))
+    return self.dist(self.params(feat))
 
 
 class GRUCell(keras.layers.Layer):

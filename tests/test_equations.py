@@ -69,6 +69,9 @@ def _seq(agent, seed=0, H=5, N=7):
       'discount': tf.constant(disc),
       'weight': discount_weights(tf.constant(disc)),
   }
+  # seq['policy'][t]: the actor's output at state t-1, which chose action t (as `imagine` saves).
+  params = agent.ac.actor.params(seq['feat'][:-1])
+  seq['policy'] = tf.concat([tf.zeros_like(params[:1]), params], 0)
   target = tf.constant(rng.normal(size=(H, N)), tf.float32)
   return seq, target
 
@@ -194,6 +197,9 @@ def test_imagine_replaces_first_discount_and_weights(agent):
   assert seq['feat'].shape[:2] == (H1, N)
   assert seq['action'].shape == (H1, N, 6)
   np.testing.assert_allclose(seq['action'][0], 0.0)
+  # The saved actor outputs: entry t+1 is the actor at state t (the one that chose action t+1).
+  np.testing.assert_allclose(seq['policy'][1:], _logits(agent.ac.actor, seq['feat'][:-1]),
+                             rtol=1e-5, atol=1e-6)
   gamma = agent.config.discount
   want_first = np.where(is_terminal.reshape(-1), 0.0, gamma)
   np.testing.assert_allclose(seq['discount'][0], want_first, rtol=1e-6)
