@@ -14,10 +14,32 @@ from __future__ import annotations
 import contextlib
 from typing import Mapping
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from dreamerv2_tf import dists, precision
+
+
+def keras_layers(*roots) -> list:
+  """Every Keras layer reachable from `roots` through attributes, lists, tuples and dicts.
+
+  Our layers keep their sublayers in such attributes (built explicitly in `__init__`); Keras
+  has no public way to list a layer's sublayers.
+  """
+  found, seen, stack = [], set(), list(roots)
+  while stack:
+    obj = stack.pop()
+    if isinstance(obj, keras.layers.Layer):
+      if id(obj) not in seen:
+        seen.add(id(obj))
+        found.append(obj)
+        stack.extend(vars(obj).values())
+    elif isinstance(obj, (list, tuple)):
+      stack.extend(obj)
+    elif isinstance(obj, dict):
+      stack.extend(obj.values())
+  return found
 
 
 class Acting:
@@ -97,8 +119,7 @@ class Acting:
     if self.acting_dtype == self.dtype:
       yield
       return
-    modules = (self.wm.encoder, self.wm.rssm, self.ac.actor)
-    layers = [layer for m in modules for layer in m._flatten_layers(include_self=True)]
+    layers = keras_layers(self.wm.encoder, self.wm.rssm, self.ac.actor)
     saved = [layer.dtype_policy for layer in layers]
     try:
       for layer in layers:

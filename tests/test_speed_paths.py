@@ -83,6 +83,20 @@ def test_cpu_acting_computes_in_float32_while_training_in_bfloat16(tmp_path):
   assert np.isfinite(agent.train(batch)['model_loss'])
 
 
+def test_keras_layers_reaches_every_variable_of_the_acting_networks():
+  # acting_precision switches these layers to float32 while tracing the policy: a layer the
+  # walk missed would still compute in bfloat16.
+  import keras
+  from dreamerv2_tf.acting import keras_layers
+  agent = Agent(load_config(['debug']), *make_spaces())
+  leaves = (keras.layers.Dense, keras.layers.Conv2D, keras.layers.LayerNormalization)
+  for root in (agent.wm.encoder, agent.wm.rssm, agent.ac.actor):
+    found = keras_layers(root)
+    assert root in found and len(found) == len({id(layer) for layer in found})
+    owned = {id(v) for layer in found if isinstance(layer, leaves) for v in layer.weights}
+    assert owned == {id(v) for v in root.weights}
+
+
 def train_twice(tmp_path, overrides, configure=None):
   """Metrics of one train step of two agents from the same checkpoint on the same batch."""
   import tensorflow as tf
