@@ -264,7 +264,15 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
       log_times()
       logger.write(int(step))
 
-    dataset = iter(_train_dataset(strategy, train_replay, config))
+    if not train_replay.can_sample and not stop():
+      stats = train_replay.stats
+      raise ConfigError(
+          f'no episode in the replay reaches replay.minlen={config.replay.minlen} steps '
+          f'({stats["loaded_steps"]} steps in {stats["loaded_episodes"]} episodes); lower '
+          '--replay.minlen (and --replay.maxlen), or collect more with --prefill')
+    dataset = None
+    if train_replay.can_sample:  # Else stopped during prefill: save and exit below.
+      dataset = iter(_train_dataset(strategy, train_replay, config))
     report_dataset = None
     if not resumed and not stop():
       print(f'Pretraining for {int(config.pretrain)} updates.', flush=True)

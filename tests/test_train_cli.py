@@ -91,6 +91,18 @@ def test_eval_episodes_shorter_than_the_training_length(tmp_path):
   assert checkpoints(tmp_path)[-1] == 260
 
 
+def test_episodes_all_shorter_than_minlen_is_a_clear_error(tmp_path):
+  # Random CartPole episodes last about 20 steps: none reaches 200, so there is nothing to train
+  # on. One line that names the key, not a traceback; the run then goes on with a lower minlen.
+  args = ['--configs', 'debug', '--task', 'gym:CartPole-v1', '--logdir', str(tmp_path),
+          '--steps', '200', '--prefill', '150']
+  proc = run(args + ['--replay.minlen', '200', '--replay.maxlen', '200'], check=False)
+  assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+  assert 'replay.minlen=200' in proc.stderr.strip().splitlines()[-1]
+  run(args)
+  assert checkpoints(tmp_path)[-1] == 200
+
+
 def test_incompatible_resume_is_a_clear_error(tmp_path):
   args = ['--configs', 'debug', '--task', 'gym:CartPole-v1', '--logdir', str(tmp_path)]
   run(args + ['--steps', '150'])
