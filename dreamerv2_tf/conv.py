@@ -72,7 +72,7 @@ class Encoder(keras.layers.Layer):
       lead = dims(x)[:-3]
       x = tf.reshape(x, [-1] + x.shape[-3:].as_list())
       for conv, norm in zip(self.convs, self.conv_norms):
-        if self._fast and _out_pixels(x.shape[1], conv) <= PATCH_MAX_PIXELS:
+        if self._fast and _out_pixels(x.shape, conv) <= PATCH_MAX_PIXELS:
           x = patch_conv(x, tf.cast(conv.kernel, self.compute_dtype), conv.strides[0])
           x = x + tf.cast(conv.bias, self.compute_dtype)
         else:
@@ -92,27 +92,27 @@ class Encoder(keras.layers.Layer):
 PATCH_MAX_PIXELS = 4
 
 
-def _out_pixels(size: int, conv: keras.layers.Conv2D) -> int:
-  out = (size - conv.kernel_size[0]) // conv.strides[0] + 1
-  return out * out
+def _out_pixels(shape, conv: keras.layers.Conv2D) -> int:
+  (kh, kw), (sh, sw) = conv.kernel_size, conv.strides
+  return ((shape[1] - kh) // sh + 1) * ((shape[2] - kw) // sw + 1)
 
 
 def patch_conv(x: tf.Tensor, kernel: tf.Tensor, stride: int) -> tf.Tensor:
-  """A square 'VALID' convolution as one matmul over its output pixels' receptive fields.
+  """A 'VALID' convolution as one matmul over its output pixels' receptive fields.
 
   Row p of the patch matrix is output pixel p's k x k x C_in input window, flattened in the
   kernel's own (kh, kw, C_in) order, so the Keras kernel reshaped to `[k * k * C_in, C_out]`
   multiplies all windows at once. The copies cost one input window per output pixel, which is
-  cheap for a few output pixels. x: `[N, n, n, C_in]`; kernel: `[k, k, C_in, C_out]`.
+  cheap for a few output pixels. x: `[N, H, W, C_in]`; kernel: `[kh, kw, C_in, C_out]`.
   """
-  k, _, cin, cout = kernel.shape
-  out = (x.shape[1] - k) // stride + 1
-  windows = [x[:, stride * i:stride * i + k, stride * j:stride * j + k]
-             for i in range(out) for j in range(out)]
+  kh, kw, cin, cout = kernel.shape
+  out_h, out_w = (x.shape[1] - kh) // stride + 1, (x.shape[2] - kw) // stride + 1
+  windows = [x[:, stride * i:stride * i + kh, stride * j:stride * j + kw]
+             for i in range(out_h) for j in range(out_w)]
   # A 2-D matmul: oneDNN's batched matmul with a broadcast kernel measured several times slower.
-  windows = tf.reshape(tf.stack(windows, 1), [-1, k * k * cin])
-  y = tf.matmul(windows, tf.reshape(kernel, [k * k * cin, cout]))
-  return tf.reshape(y, [-1, out, out, cout])
+  windows = tf.reshape(tf.stack(windows, 1), [-1, kh * kw * cin])
+  y = tf.matmul(windows, tf.reshape(kernel, [kh * kw * cin, cout]))
+  return tf.reshape(y, [-1, out_h, out_w, cout])
 
 
 class Decoder(keras.layers.Layer):

@@ -97,9 +97,9 @@ def test_fast_encoder_equals_keras_layers():
 
 
 def test_patch_conv_equals_convolution():
-  # Strides 1 and 2, a non-square output count: the windows follow Keras' kernel layout.
-  x = tf.random.normal([3, 7, 7, 5], seed=9)
-  kernel = tf.random.normal([3, 3, 5, 4], seed=10)
+  # Strides 1 and 2, a non-square image and kernel: the windows follow Keras' kernel layout.
+  x = tf.random.normal([3, 7, 6, 5], seed=9)
+  kernel = tf.random.normal([3, 2, 5, 4], seed=10)
   for stride in (1, 2):
     np.testing.assert_allclose(conv.patch_conv(x, kernel, stride).numpy(),
                                tf.nn.conv2d(x, kernel, stride, 'VALID').numpy(), atol=1e-4)
