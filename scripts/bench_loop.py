@@ -21,6 +21,7 @@ keys, e.g. `--policy_xla false` or `--dataset.batch 8`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -152,7 +153,8 @@ def bench_loop(config, args) -> dict:
     print(f'loop: {steps} agent steps ({args.prefill} prefill, {args.train_updates} updates) '
           '...', file=sys.stderr, flush=True)
     start = time.perf_counter()
-    train(None, run)
+    with contextlib.redirect_stdout(sys.stderr):  # The run's log; stdout is for the JSON.
+      train(None, run)
     total = time.perf_counter() - start
     records = [json.loads(line) for line in
                (pathlib.Path(logdir) / 'metrics.jsonl').read_text().splitlines()]

@@ -1,0 +1,55 @@
+"""Smoke runs of the benchmark CLIs with tiny models: stdout is one JSON document with the
+figures the README quotes, and the ratios are computed from the rows of the same run."""
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ENV = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'CUDA_VISIBLE_DEVICES': ''}
+
+
+def run_json(script, *args):
+  proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / script), *args], cwd=ROOT,
+                        env=ENV, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout), proc.stderr
+
+
+def test_bench_reports_every_variant_with_ratios(tmp_path):
+  out = tmp_path / 'bench.json'
+  result, err = run_json('bench.py', '--configs', 'atari', 'debug', '--variants', '32+plain,bf16',
+                         '--steps', '2', '--policy-steps', '5', '--out', str(out))
+  assert json.loads(out.read_text()) == result
+  assert [row['variant'] for row in result['variants']] == ['32+plain', 'bf16']
+  assert all(result['matmul_peak_gflops'][k] > 0 for k in ('float32', 'bfloat16'))
+  base, bf16 = result['variants']
+  assert base['train_speedup_vs_first'] == 1.0
+  want = round(base['train_step_median_s'] / bf16['train_step_median_s'], 2)
+  assert bf16['train_speedup_vs_first'] == want
+  for row in result['variants']:
+    assert row['finite'] and row['train_step_median_s'] > 0 and row['policy_step_median_ms'] > 0
+    assert math.isclose(sum(row['gflop_by_phase'].values()), row['gflop_per_train_step'],
+                        abs_tol=0.5)
+  assert 'train_speedup_vs_first' in err  # The table.
+
+
+def test_bench_loop_reports_acting_and_the_loop_split():
+  result, err = run_json('bench_loop.py', '--configs', 'atari', 'debug', '--envs', '1',
+                         '--kinds', 'batch', '--seconds', '1', '--train-updates', '2',
+                         '--prefill', '120')
+  (acting,) = result['acting']
+  assert acting['fps'] > 0 and acting['fps_env_only'] > acting['fps']
+  shares = result['loop']['time_share']
+  assert abs(sum(shares.values()) - 1) < 1e-2 and shares['train'] > 0
+  assert 'Logdir:' in err  # The training run's own log goes to stderr, not into the JSON.
+
+
+def test_bench_distribute_compares_strategies():
+  result, _ = run_json('bench_distribute.py', '--configs', 'atari', 'debug', '--replicas', '1',
+                       '--steps', '2')
+  rows = {row['strategy']: row for row in result['rows']}
+  assert set(rows) == {'default', 'mirrored'} and rows['default']['speedup_vs_default'] == 1.0
+  assert all(row['samples_per_s'] > 0 for row in rows.values())
