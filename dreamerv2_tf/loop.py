@@ -130,14 +130,15 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
       raise ConfigError(str(e)) from None
   elif eval_env is None:
     eval_env = _second_env(env)
+  # This process's place among multi-worker workers (0: the chief); workers explore differently.
+  worker = distribute.task_index(config.strategy)
   # Environments first: a task that cannot be made leaves no logdir behind.
-  train_env = make_envs(env, config, 'train', config.envs)
-  eval_env_ = make_envs(eval_env, config, 'eval', 1)
+  train_env = make_envs(env, config, 'train', config.envs, worker)
+  eval_env_ = make_envs(eval_env, config, 'eval', 1, worker)
   try:
     # Devices and the strategy come before any other TensorFlow work (multi-worker needs it).
     device = precision.setup_devices()
     strategy = distribute.make_strategy(config.strategy)
-    worker = distribute.task_index(config.strategy)  # 0: the chief.
     chief = worker == 0
     config, logdir = prepare_logdir(config, chief)
   except ValueError as e:  # E.g. multi_worker without TF_CONFIG.
@@ -264,15 +265,15 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
       log_times()
       logger.write(int(step))
 
-    if not train_replay.can_sample and not stop():
+    dataset = None
+    if train_replay.can_sample:
+      dataset = iter(_train_dataset(strategy, train_replay, config))
+    elif not stop():  # (Stopped during prefill: save and exit below.)
       stats = train_replay.stats
       raise ConfigError(
           f'no episode in the replay reaches replay.minlen={config.replay.minlen} steps '
           f'({stats["loaded_steps"]} steps in {stats["loaded_episodes"]} episodes); lower '
           '--replay.minlen (and --replay.maxlen), or collect more with --prefill')
-    dataset = None
-    if train_replay.can_sample:  # Else stopped during prefill: save and exit below.
-      dataset = iter(_train_dataset(strategy, train_replay, config))
     report_dataset = None
     if not resumed and not stop():
       print(f'Pretraining for {int(config.pretrain)} updates.', flush=True)
@@ -382,8 +383,10 @@ def _act(agent, obs, state, mode):
   return outputs['action'], state
 
 
-def make_envs(env, config: Config, mode: str, count: int):
+def make_envs(env, config: Config, mode: str, count: int, worker: int = 0):
   """A batch environment: the user's env(s) wrapped, or `count` made from the config.
+
+  worker: a multi-worker run's worker index (`distribute.task_index`), which offsets the seed.
 
   envs_parallel `auto` runs DeepMind Control in worker processes: MuJoCo's EGL renderer
   crashes (SIGSEGV) when it creates its context in a process that has loaded TensorFlow.
@@ -395,8 +398,6 @@ def make_envs(env, config: Config, mode: str, count: int):
       how = 'process' if config.task.startswith('dmc_') else 'none'
     if how == 'ale_vector' and not config.task.startswith('atari_'):
       raise ConfigError(f'envs_parallel ale_vector is for Atari tasks, not {config.task!r}')
-    from dreamerv2_tf import distribute
-    worker = distribute.task_index(config.strategy)  # Workers explore differently.
     seed = config.seed + (0 if mode == 'train' else 10_000) + 1000 * worker
     try:
       return envs_lib.make_batch_env(config.task, count, config, mode=mode, seed=seed,
