@@ -97,8 +97,8 @@ def test_keras_layers_reaches_every_variable_of_the_acting_networks():
     assert owned == {id(v) for v in root.weights}
 
 
-def train_twice(tmp_path, overrides, configure=None):
-  """Metrics of one train step of two agents from the same checkpoint on the same batch."""
+def twin_agents(tmp_path, overrides):
+  """Two float32 agents with the same weights, the second with `overrides`, and a batch."""
   import tensorflow as tf
   spaces = make_spaces()
   batch = make_batch(*spaces, batch=4, length=6, seed=2)
@@ -106,6 +106,12 @@ def train_twice(tmp_path, overrides, configure=None):
   agents = [Agent(base, *spaces), Agent(base.update(overrides), *spaces)]
   path = tf.train.Checkpoint(agent=agents[0]).write(str(tmp_path / 'ckpt'))
   tf.train.Checkpoint(agent=agents[1]).read(path).assert_existing_objects_matched()
+  return agents, batch
+
+
+def train_twice(tmp_path, overrides, configure=None):
+  """Metrics of one train step of two agents from the same checkpoint on the same batch."""
+  agents, batch = twin_agents(tmp_path, overrides)
   if configure:
     configure(agents[1])
   return [agent.train(batch) for agent in agents]
@@ -146,12 +152,7 @@ def test_xla_train_step_matches_the_plain_step(tmp_path):
   # --xla true: the train step (scan loops) compiles in seconds and, with the same noise,
   # computes the plain step's losses and updates within 1e-4 (XLA fuses and reorders sums).
   import tensorflow as tf
-  spaces = make_spaces()
-  batch = make_batch(*spaces, batch=4, length=6, seed=2)
-  base = load_config(['debug'], ['--precision', '32'])
-  plain, xla = Agent(base, *spaces), Agent(base.update({'xla': True}), *spaces)
-  path = tf.train.Checkpoint(agent=plain).write(str(tmp_path / 'ckpt'))
-  tf.train.Checkpoint(agent=xla).read(path).assert_existing_objects_matched()
+  (plain, xla), batch = twin_agents(tmp_path, {'xla': True})
   assert xla.wm.rssm.unroll is False and plain.wm.rssm.unroll is True
   metrics = {}
   for name, agent, jit in (('plain', plain, False), ('xla', xla, True)):
