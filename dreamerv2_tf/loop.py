@@ -120,6 +120,7 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   from dreamerv2_tf import precision
   from dreamerv2_tf.agent import Agent
   from dreamerv2_tf.driver import Driver, random_policy
+  from dreamerv2_tf.eta import RunEstimate
   from dreamerv2_tf.logger import Logger, Progress
   from dreamerv2_tf.replay import Replay
 
@@ -170,6 +171,8 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
                        minlen=config.dataset.length, maxlen=config.dataset.length)
   logger = Logger(logdir if chief else None, config.action_repeat,
                   total_frames=config.steps * config.action_repeat)
+  # On a CPU: how long this run takes at the measured rate, and what to run instead.
+  estimate = RunEstimate(config.steps, config.action_repeat, cpu=device == 'cpu')
 
   agent = Agent(config, obs_space, act_space, strategy=strategy)
   step = agent.step  # Agent steps: the loop's counter and the clock of the agent's schedules.
@@ -296,6 +299,7 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
           train_metrics.setdefault(key, []).append(value)
       timer['train_time'] += time.time() - start
       timer['updates'] += int(config.train_steps)
+      estimate.update(int(step))
       if should_log(int(step)):
         for key, values in train_metrics.items():
           logger.scalar(key, float(np.mean(values)))

@@ -1,8 +1,9 @@
 """Train DreamerV2.
 
+  python scripts/train.py --configs debug --task gym:CartPole-v1 --steps 20000   # minutes on a CPU
   python scripts/train.py --configs atari --task pong
   python scripts/train.py --configs dmc_vision --task walker_walk --logdir ~/logdir/walker
-  python scripts/train.py --configs atari debug --task pong --steps 2000     # smoke run
+  python scripts/train.py --help [KEY | BLOCK | PRESET]      # every key with its default and meaning
 
 Any config key can be overridden with dotted names (`--rssm.deter 200`). Rerunning the same
 command with the same `--logdir` resumes the run. Ctrl-C saves a checkpoint and stops.
@@ -12,11 +13,16 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
+from dreamerv2_tf import cli_help  # noqa: E402
 from dreamerv2_tf.config import load_config, main_guard  # noqa: E402
 
 
 def main(argv=None):
-  config = load_config(argv=sys.argv[1:] if argv is None else argv)
+  argv = sys.argv[1:] if argv is None else argv
+  if cli_help.wants_help(argv):
+    print(cli_help.render(argv), end='')
+    return
+  config = load_config(argv=argv)
   from dreamerv2_tf.loop import train
   train(None, config)
 
