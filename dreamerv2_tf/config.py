@@ -58,6 +58,11 @@ class ConfigError(ValueError):
   """Bad configuration input; the message is one line naming the key and what is allowed."""
 
 
+class RunError(RuntimeError):
+  """A run that cannot go on (diverged, bad env data, logdir in use, a failed write); the
+  message is one line saying what happened and what to do (see docs/failures.md)."""
+
+
 def _short(value: Any) -> str:
   text = repr(value)  # repr escapes newlines, which keeps messages on one line
   return text if len(text) <= 80 else text[:77] + '...'
@@ -421,10 +426,13 @@ def load_config(presets: str | Sequence[str] = (), argv: Sequence[str] = (),
 
 def main_guard(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
   """Run a CLI entry point, fn(*args, **kwargs); a ConfigError becomes `error: <message>` on
-  stderr and exit status 2, without a traceback."""
+  stderr and exit status 2 (a RunError: status 1), without a traceback."""
   try:
     return fn(*args, **kwargs)
   except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     raise SystemExit(2) from None
+  except RunError as e:
+    print(f'error: {e}', file=sys.stderr)
+    raise SystemExit(1) from None
 

@@ -1,8 +1,33 @@
-"""Atomic file writes: a crash leaves the old file or the new one, never half of one."""
+"""Atomic file writes: a crash leaves the old file or the new one, never half of one.
+
+A write that fails (disk full, unwritable logdir) raises `WriteError`, one line naming the
+path and the cause; whatever was on disk before stays readable.
+"""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
+
+from dreamerv2_tf.config import RunError
+
+
+class WriteError(RunError, OSError):
+  """A checkpoint, episode, metrics or config file could not be written (an OSError too)."""
+
+  @classmethod
+  def of(cls, path: str | os.PathLike, error: BaseException, what: str = 'file') -> 'WriteError':
+    """From the OSError (or TensorFlow error) of a failed write of `what` to `path`."""
+    cause = getattr(error, 'strerror', None) or str(getattr(error, 'message', '') or error)
+    cause = ' '.join(cause.split())[:200]  # One line.
+    if getattr(error, 'errno', None) == errno.ENOSPC or 'No space left' in cause:
+      todo = 'free space on that disk'
+    elif getattr(error, 'errno', None) in (errno.EACCES, errno.EPERM, errno.EROFS):
+      todo = 'make the logdir writable'
+    else:
+      todo = 'fix the cause'
+    return cls(f'could not write the {what} {os.fspath(path)}: {cause}; what was written '
+               f'before is intact: {todo}, then rerun the same command to resume')
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -16,6 +41,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
       os.fsync(f.fileno())  # The data is on disk before the rename makes it visible.
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; keep the usual mode.
     os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise WriteError.of(path, e) from e
   except BaseException:
     if os.path.exists(tmp):
       os.unlink(tmp)

@@ -12,13 +12,17 @@ from dreamerv2_tf import distribute
 class Optimizer(tf.Module):
   """Adam with gradient clipping by global norm and weight decay `var *= 1 - wd` per step.
 
-  With `loss_scale=True` (the mixed_float16 path) the loss is scaled dynamically before
-  differentiation: gradients are unscaled, a step with non-finite gradients is skipped and the
-  scale halved, and the scale doubles after 2000 finite steps in a row.
+  In every precision a step whose loss or gradients are not finite is skipped: no weight, slot
+  or Adam step counter changes, `skipped` counts it and the metric `<name>_skipped_steps` is 1
+  for that step (the loop sums it per log period and stops a run that skips too many in a
+  row). With `loss_scale=True` (the mixed_float16 path) the loss is scaled dynamically before
+  differentiation: gradients are unscaled, a skipped step halves the scale, and the scale
+  doubles after 2000 finite steps in a row.
 
   Under a tf.distribute strategy, call it in replica context with the replica's local mean loss:
   the gradients are averaged over replicas before clipping, so the clip sees the global-batch
-  gradient and every replica applies the single-device update.
+  gradient and every replica applies the single-device update. The skip-or-apply decision is
+  taken from all-reduced values, so the replicas always take it together.
   """
 
   def __init__(self, name: str, lr: float, eps: float = 1e-5, clip: float | None = None,
@@ -35,6 +39,7 @@ class Optimizer(tf.Module):
     self.opt = keras.optimizers.Adam(learning_rate=lr, epsilon=eps, name=name,
                                      weight_decay=wd / lr if wd else None)
     self._loss_scale = loss_scale
+    self.skipped = tf.Variable(0, trainable=False, dtype=tf.int64)  # Steps skipped so far.
     if loss_scale:
       self.scale = tf.Variable(2.0 ** 15, trainable=False, dtype=tf.float32)
       self.good_steps = tf.Variable(0, trainable=False, dtype=tf.int64)
@@ -54,7 +59,8 @@ class Optimizer(tf.Module):
     else:
       grads = tape.gradient(loss, variables)
     replicas = distribute.num_replicas()
-    grads = distribute.all_mean(grads)
+    # One all-reduce for both: the decision below needs the loss of every replica.
+    grads, mean_loss = distribute.all_mean((grads, tf.cast(loss, tf.float32)))
     norm = tf.linalg.global_norm(grads)
     if self._clip:
       grads, _ = tf.clip_by_global_norm(grads, self._clip, norm)
@@ -62,15 +68,20 @@ class Optimizer(tf.Module):
     if replicas > 1:
       # Keras sums the replicas' gradients when it applies them; hand it equal shares.
       grads = [g / replicas for g in grads]
-    if not self._loss_scale:
-      self.opt.apply(grads, variables)
-      return metrics
-    finite = tf.math.is_finite(norm)
+    # Equal on all replicas (all-reduced), so they skip or apply together. A NaN or Inf
+    # gradient anywhere makes the global norm non-finite.
+    finite = tf.math.is_finite(norm) & tf.math.is_finite(mean_loss)
     distribute.cross_replica_cond(
         finite, lambda *g: self.opt.apply(list(g), variables), grads)
-    distribute.cross_replica(self._update_scale, finite)
-    metrics[f'{self._name}_loss_scale'] = self.scale.value()
+    distribute.cross_replica(self._count_skip, finite)
+    metrics[f'{self._name}_skipped_steps'] = 1.0 - tf.cast(finite, tf.float32)
+    if self._loss_scale:
+      distribute.cross_replica(self._update_scale, finite)
+      metrics[f'{self._name}_loss_scale'] = self.scale.value()
     return metrics
+
+  def _count_skip(self, finite):
+    self.skipped.assign_add(1 - tf.cast(finite, tf.int64))
 
   def _update_scale(self, finite):
     grow = tf.logical_and(finite, self.good_steps >= 1999)

@@ -33,6 +33,9 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from dreamerv2_tf import finite
+from dreamerv2_tf.files import WriteError
+
 REQUIRED = ('is_first', 'is_last')
 
 
@@ -97,11 +100,17 @@ class Replay:
   picked uniformly, then a sequence of `minlen`..`maxlen` steps in it (episode ends favoured
   with `prioritize_ends`); with `ongoing`, unsaved tails of running episodes with at least
   `minlen` steps are picked too. Safe to add from one thread while `dataset()` samples.
+
+  nonfinite: what a step with NaN or Inf in a float value does (see `finite`): `error` raises
+  `NonFiniteDataError` naming the key, the episode and the step; `drop` drops the episode
+  (its pending steps and the rest of it; chunks of a long episode already written were
+  finite and stay) and counts it in `stats['dropped_episodes']`. Neither stores the value.
   """
 
   def __init__(self, directory: str | os.PathLike, capacity: float = 2e6,
                ongoing: bool = False, minlen: int = 50, maxlen: int = 50,
-               prioritize_ends: bool = True, chunk: int = 1000, seed: int = 0):
+               prioritize_ends: bool = True, chunk: int = 1000, seed: int = 0,
+               nonfinite: str = 'error'):
     if (isinstance(capacity, bool) or not isinstance(capacity, (int, float, np.number))
         or not math.isfinite(capacity) or capacity < 1):
       raise ValueError(f'capacity must be a finite number of steps >= 1, got {capacity!r}')
@@ -111,6 +120,8 @@ class Replay:
     self._capacity = int(capacity)
     self._ongoing_tails = bool(ongoing)
     self._prioritize_ends = bool(prioritize_ends)
+    self._nonfinite = finite.check_mode(nonfinite)
+    self._dropped = 0
     self._rng = np.random.default_rng(seed)
     self._lock = threading.RLock()  # tf.data samples from its own thread.
     self.directory = pathlib.Path(directory).expanduser()
@@ -132,7 +143,8 @@ class Replay:
     with self._lock:
       return {'total_steps': self._total_steps, 'total_episodes': self._total_episodes,
               'loaded_steps': self._loaded_steps, 'loaded_episodes': len(self._episodes),
-              'loaded_segments': len(self._segments), 'skipped_files': self._skipped}
+              'loaded_segments': len(self._segments), 'skipped_files': self._skipped,
+              'dropped_episodes': self._dropped}
 
   @property
   def can_sample(self) -> bool:
@@ -165,7 +177,13 @@ class Replay:
         raise ValueError(f'add_step: keys {sorted(step)} differ from the episode\'s keys '
                          f'{sorted(run["steps"][0])}')
       if run is None:
-        run = self._ongoing[worker] = {'id': uuid.uuid4().hex, 'index': 0, 'steps': []}
+        run = self._ongoing[worker] = {'id': uuid.uuid4().hex, 'index': 0, 'steps': [],
+                                       'count': 0, 'dropped': False}
+      run['count'] += 1
+      if run['dropped'] or self._check_finite(step, run, worker):
+        if step['is_last']:
+          del self._ongoing[worker]
+        return
       run['steps'].append(step)
       self._total_steps += 1
     if not step['is_last'] and len(run['steps']) < self._chunk + self._minlen:
@@ -199,6 +217,12 @@ class Replay:
     with self._lock:
       if message := self._spec_mismatch({k: (v.dtype, v.shape[1:]) for k, v in data.items()}):
         raise ValueError(f'add_episode: {message}')
+      if bad := finite.first_nonfinite(data, axis0=True):
+        key, step, value = bad
+        if self._nonfinite == 'error':
+          raise finite.NonFiniteDataError(finite.describe(key, value, step, 'given to add_episode'))
+        self._dropped += 1
+        return
     episode_id, length, start, index = uuid.uuid4().hex, len(data['is_first']), 0, 0
     while start < length:  # Same pieces as add_step would produce.
       stop = start + self._chunk if length - start > self._chunk + self._minlen else length
@@ -279,6 +303,22 @@ class Replay:
     sequence['is_first'][0] = True
     return sequence
 
+  def _check_finite(self, step: dict, run: dict, worker: Any) -> bool:
+    """Whether `step` holds NaN/Inf (then its episode is dropped); raises in `error` mode."""
+    bad = finite.first_nonfinite(step)
+    if bad is None:
+      return False
+    key, _, value = bad
+    self._total_steps -= len(run['steps'])
+    run['steps'].clear()
+    if self._nonfinite == 'error':
+      del self._ongoing[worker]  # The next step of this worker may start a new episode.
+      raise finite.NonFiniteDataError(finite.describe(
+          key, value, run['count'] - 1, f'{run["id"][:8]} of env {worker}'))
+    run['dropped'] = True
+    self._dropped += 1
+    return True
+
   def _spec_mismatch(self, items: dict) -> str | None:
     """Compares keys, dtypes and per-step shapes with the first data seen."""
     got = {k: (str(d), tuple(s)) for k, (d, s) in items.items() if not k.startswith('log_')}
@@ -307,6 +347,9 @@ class Replay:
         f.flush()
         os.fsync(f.fileno())
       os.replace(temp, self.directory / name)
+    except OSError as e:  # Disk full, unwritable folder: one line naming the file.
+      temp.unlink(missing_ok=True)
+      raise WriteError.of(self.directory / name, e, 'episode') from e
     except BaseException:
       temp.unlink(missing_ok=True)
       raise
@@ -365,6 +408,8 @@ class Replay:
         raise ValueError(f'expected keys {REQUIRED} with {length} steps, got lengths {lengths}')
       if message := self._spec_mismatch({k: (v.dtype, v.shape[1:]) for k, v in segment.items()}):
         raise ValueError(message)
+      if bad := finite.first_nonfinite(segment, axis0=True):  # Written before the check.
+        raise ValueError(f'{bad[2]} in key {bad[0]!r} at step {bad[1]}')
     except Exception as e:  # Any unreadable file is skipped; a restart must not crash.
       self._skip(path, f'{type(e).__name__}: {e}')
       return None

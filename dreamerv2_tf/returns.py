@@ -51,6 +51,8 @@ class StreamNorm(tf.Module):
     # The batch statistic is the global batch's: replicas average theirs (equal shares).
     mag = distribute.all_mean(tf.cast(tf.reduce_mean(tf.abs(inputs)), tf.float64))
     mag = self._momentum * self.mag + (1 - self._momentum) * mag
+    # A non-finite batch (its update is skipped, see optim.py) leaves the statistic as it was.
+    mag = tf.where(tf.math.is_finite(mag), mag, self.mag)
     distribute.cross_replica(self.mag.assign, mag)
     outputs = inputs / (tf.cast(mag, inputs.dtype) + self._eps) * self._scale
     metrics = {'reward_mean': tf.reduce_mean(inputs), 'reward_std': tf.math.reduce_std(inputs),
