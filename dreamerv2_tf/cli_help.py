@@ -161,13 +161,15 @@ def render(argv: Sequence[str] = (), path: str | Path | None = None) -> str:
   rest, topic = _without_help(argv)
   comments = read_comments(path)
   config = load_config(argv=rest, path=path)
-  names, _ = _parse_argv(rest)
+  names, overrides = _parse_argv(rest)
   values, defaults = config.flat, load_config(path=path).flat
   presets = [p for p in comments.presets if p != 'defaults']
+  chain = ' and '.join(([f'--configs {" ".join(names)}'] if names else []) +
+                       (['the overrides'] if overrides else []))
   if topic is None:
-    return _full(comments, values, names, presets)
+    return _full(comments, values, chain, presets)
   per_preset = {p: load_config([p], path=path).flat for p in presets}
-  where = f' (after --configs {" ".join(names)})' if names or rest else ''
+  where = f' (after {chain})' if chain else ''
   if topic in values:
     return _one_key(topic, values, defaults, comments, per_preset, where)
   block = [k for k in values if k.startswith(topic + '.')]
@@ -230,7 +232,7 @@ def _one_key(key: str, values: dict, defaults: dict, comments: Comments,
   return '\n'.join(out) + '\n'
 
 
-def _full(comments: Comments, values: dict, names: list[str], presets: list[str]) -> str:
+def _full(comments: Comments, values: dict, chain: str, presets: list[str]) -> str:
   out = [USAGE.format(quick=QUICK_COMMAND)]
   out.append('Presets (--configs NAME ...: applied in order after `defaults`, later ones win):')
   width = max(len(p) for p in presets)
@@ -238,7 +240,7 @@ def _full(comments: Comments, values: dict, names: list[str], presets: list[str]
   out.append('  e.g. --configs atari debug: the atari setup with tiny networks (a smoke run)\n')
   out.append(OVERRIDES)
   out.append(TASKS)
-  title = f'after --configs {" ".join(names)}' if names else 'the defaults'
+  title = f'after {chain}' if chain else 'the defaults'
   out.append(f'Config keys ({title}; `--help KEY`, `--help BLOCK` or `--help PRESET` for one):')
   width = max(len(k) for k in values)
   section, blocks = None, set()
