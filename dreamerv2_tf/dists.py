@@ -141,9 +141,16 @@ class BinaryDist:
 class TruncNormalDist:
   """Normal truncated to [-1, 1] for continuous actions (the paper's `trunc_normal` actor).
 
-  Samples are reparameterised (TFP's implicit gradients) and kept a hair inside the bounds with a
-  straight-through clip so `log_prob` of an action taken stays finite.
+  Samples are reparameterised and kept a hair inside the bounds with a straight-through clip so
+  `log_prob` of an action taken stays finite. Means must lie in [-1, 1] (the actor's tanh), so
+  the standardised bounds satisfy `a <= 0 <= b`.
   """
+
+  # Smallest tail mass inverted with ndtri. Float32 uniforms in [0, 1) are multiples of 2^-24,
+  # so every draw but exactly 0 leaves both tail masses at least 2^-24 * 0.33 (0.33: the
+  # smallest mass of [-1, 1] at the actor's largest std, 2.1). A draw of 0 takes its limit,
+  # the lower bound. ndtri'(TAIL_MIN) = 5e10 keeps pathwise gradients far from overflow.
+  TAIL_MIN = 1e-12
 
   def __init__(self, mean: tf.Tensor, std: tf.Tensor, clip: float = 1e-6):
     self._clip = clip
@@ -158,14 +165,31 @@ class TruncNormalDist:
   def sample(self, noise=None) -> tf.Tensor:
     if noise is None:
       return self._clipped(self.dist.sample())
-    # Inverse CDF: a pathwise (reparameterised) sample, differentiable in mean and std.
-    ndtr = lambda x: 0.5 * tf.math.erfc(-x / 2 ** 0.5)  # The standard normal CDF.
-    low, high = ndtr((-1 - self._mean) / self._std), ndtr((1 - self._mean) / self._std)
-    u = low + noise.uniform(dims(self._mean)) * (high - low)
-    return self._clipped(self._mean + self._std * tf.math.ndtri(u))
+    return self._clipped(self._inverse_cdf(noise.uniform(dims(self._mean))))
+
+  def _inverse_cdf(self, u: tf.Tensor) -> tf.Tensor:
+    """The sample at uniform draws `u` in [0, 1): pathwise, differentiable in mean and std.
+
+    z = Phi^-1(Phi(a) + u (Phi(b) - Phi(a))) for the standardised bounds a, b. In float32 that
+    CDF value rounds to 0 or 1 in the tails (Phi(-14) underflows, Phi(5.5) rounds to 1), where
+    ndtri gives +-inf and the sample and its gradients NaN. So each draw is inverted from the
+    tail it lies in: the lower tail from p = Phi(z), the upper one from q = 1 - p = Phi(-z),
+    each computed from its own small masses, never as 1 - p.
+    """
+    phi = lambda x: 0.5 * tf.math.erfc(-x / 2 ** 0.5)  # The standard normal CDF.
+    a, b = (-1 - self._mean) / self._std, (1 - self._mean) / self._std
+    p = phi(a) + u * (phi(b) - phi(a))
+    q = phi(-b) + (1 - u) * (phi(-a) - phi(-b))
+    # Every branch stays finite (ndtri's input clamped to [TAIL_MIN, 0.5]): tf.where passes a
+    # zero gradient to the unselected branch, which is NaN if that branch is infinite.
+    lower = tf.where(p < self.TAIL_MIN, a, tf.math.ndtri(tf.clip_by_value(p, self.TAIL_MIN, 0.5)))
+    upper = tf.where(q < self.TAIL_MIN, b, -tf.math.ndtri(tf.clip_by_value(q, self.TAIL_MIN, 0.5)))
+    return self._mean + self._std * tf.where(p <= q, lower, upper)
 
   def mode(self) -> tf.Tensor:
-    return self.dist.mean()
+    # The density's peak, the mean clipped to the bounds (TFP's `mode`, which the paper's eval
+    # policy acts with), not the truncated distribution's mean, which lies nearer 0.
+    return tf.clip_by_value(self._mean, -1.0, 1.0)
 
   def log_prob(self, x: tf.Tensor) -> tf.Tensor:
     return self.dist.log_prob(self._clipped(_f32(x)))
