@@ -319,9 +319,10 @@ def _fmt(value: Any, digits: int = 2) -> str:
   return f'{value:.0f}' if abs(value) >= 1e4 else f'{float(value):.{digits}f}'
 
 
-def _frames(x: float) -> str:
+def frames_label(x: float) -> str:
+  """Frames as a short label: 30k, 1.5M, 200M."""
   for scale, unit in ((1e6, 'M'), (1e3, 'k')):
-    if x >= scale:
+    if abs(x) >= scale:
       return f'{x / scale:g}{unit}'
   return f'{x:g}'
 
@@ -338,10 +339,10 @@ def format_table(summary: Mapping) -> str:
             'gamer-norm', 'p.gamer-norm')
   for task, info in summary['tasks'].items():
     rows = [r for r in summary['rows'] if r['task'] == task]
-    out.append(f'{task}: {len(info["seeds"])} seed(s), bins of {_frames(info["bins"])} frames, '
-               f'paper: {info["paper_seeds"] or "no"} seed(s)')
-    lines = [(_frames(r['frames']), str(r['seeds']), _fmt(r['return_mean']), _fmt(r['return_min']),
-              _fmt(r['return_max']), _fmt(r['paper_mean']), _fmt(r['paper_min']),
+    out.append(f'{task}: {len(info["seeds"])} seed(s), bins of {frames_label(info["bins"])} '
+               f'frames, paper: {info["paper_seeds"] or "no"} seed(s)')
+    lines = [(frames_label(r['frames']), str(r['seeds']), _fmt(r['return_mean']),
+              _fmt(r['return_min']), _fmt(r['return_max']), _fmt(r['paper_mean']), _fmt(r['paper_min']),
               _fmt(r['paper_max']), str(r['paper_seeds']), _fmt(r['gamer_normalized'], 3),
               _fmt(r['paper_gamer_normalized'], 3)) for r in rows]
     out += ['  ' + line for line in _columns(header, lines)] if lines else [

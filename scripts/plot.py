@@ -4,10 +4,18 @@
   python scripts/plot.py --indir run1 run2 --outdir plots --scores scores/atari-dreamerv2.json \\
       --baselines scores/baselines.json --show-baselines human_gamer,rainbow_sticky_2e8
 
+  # Your runs against the paper and against this port's published run (docs/results/):
+  python scripts/plot.py --indir mine=logdir/dmc_cartpole_balance ours=docs/results \
+      --outdir plots --scores ../shared/scores/dmc-vision-dreamerv2.json
+
 Every folder under --indir that holds a metrics.jsonl is a run; runs of the same task are seeds.
-Writes one PNG per task and summary.json to --outdir and prints the tables. Bins default to the
-paper's bin width for the task (1e6 frames for Atari, 3e4 for DMC with its score file) and, for
-tasks the paper lacks, to a width that gives a run at least 10 bins; see dreamerv2_tf/compare.py.
+`LABEL=PATH` names a group of runs: each group is its own curve, table and entry of
+summary.json's `groups` (without labels, summary.json holds the one group's table at its top
+level). Writes one PNG per task and summary.json to --outdir and prints the tables. Bins default
+to the paper's bin width for the task (1e6 frames for Atari, 3e4 for DMC with its score file)
+and, for tasks the paper lacks, to a width that gives a run at least 10 bins; see
+dreamerv2_tf/compare.py. Points are plotted at the upper edge of their bin, as in the paper's
+files.
 """
 from __future__ import annotations
 
@@ -42,14 +50,22 @@ def _bins(text: str) -> float:
   return value
 
 
+def _group(text: str) -> tuple[str | None, Path]:
+  """`LABEL=PATH` or `PATH` (a path with `=` in it needs a label: `runs=a=b`)."""
+  label, sep, path = text.partition('=')
+  if sep and label and '/' not in label:
+    return label, Path(path)
+  return None, Path(text)
+
+
 def _names(text: str) -> list[str]:
   return [name.strip() for name in text.split(',') if name.strip()]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
   parser = _Parser(description=__doc__.split('\n')[0])
-  parser.add_argument('--indir', nargs='+', required=True, type=Path,
-                      help='run logdirs, or folders searched for them')
+  parser.add_argument('--indir', nargs='+', required=True, type=_group,
+                      help='run logdirs, or folders searched for them; LABEL=PATH names a group')
   parser.add_argument('--outdir', required=True, type=Path, help='where PNGs and summary go')
   parser.add_argument('--scores', nargs='+', type=Path, default=[],
                       help="the paper's score files, e.g. atari-dreamerv2.json")
@@ -80,33 +96,44 @@ def _baselines(args: argparse.Namespace) -> dict[str, dict[str, float]]:
   return baselines
 
 
-def plot_task(path: Path, task: str, runs: list, bins: float, paper: list, method: str,
-              lines: dict[str, float]) -> None:
-  """Draws one task: this run's mean and min-max band over seeds, the paper's likewise, and
+PAPER_COLOR = '#377eb8'
+GROUP_COLORS = ('#e41a1c', '#4daf4a', '#984ea3', '#ff7f00', '#a65628')
+
+
+def plot_task(path: Path, task: str, groups: dict[str, list], bins: float, paper: list,
+              method: str, lines: dict[str, float]) -> None:
+  """Draws one task: each group's mean and min-max band over seeds, the paper's likewise, and
   horizontal lines for other agents' final scores. Writes the PNG atomically."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
+  from matplotlib.ticker import FuncFormatter
 
-  fig, ax = plt.subplots(figsize=(6, 4))
-  xs, mean, low, high, _ = compare.task_curve(runs, bins)
-  # A run far shorter than the paper's would be a sliver: show the paper up to this run's frames.
-  right = xs[-1] * 1.05 if len(xs) else None
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  curves = {label: compare.task_curve(runs, bins) for label, runs in groups.items()}
+  # A run far shorter than the paper's would be a sliver: show the paper up to the runs' frames.
+  ends = [c[0][-1] for c in curves.values() if len(c[0])]
+  right = max(ends) * 1.05 if ends else None
   if paper:
     pxs = np.unique(np.concatenate([c[0] for c in paper]))
     pxs = pxs[pxs <= right] if right else pxs
     pmean, plow, phigh, _ = compare.paper_at(paper, pxs)
-    _curve(ax, pxs, pmean, plow, phigh, '#377eb8', f'paper {method} ({len(paper)} seeds)')
-  seeds = f'{len(runs)} seed' + ('s' if len(runs) > 1 else '')
-  _curve(ax, xs, mean, low, high, '#e41a1c', f'this run ({seeds})')
+    _curve(ax, pxs, pmean, plow, phigh, PAPER_COLOR,
+           f'paper {method}: mean, min-max of {len(paper)} seeds')
+  for index, (label, (xs, mean, low, high, _)) in enumerate(curves.items()):
+    runs = groups[label]
+    spread = f'mean, min-max of {len(runs)} seeds' if len(runs) > 1 else '1 seed'
+    _curve(ax, xs, mean, low, high, GROUP_COLORS[index % len(GROUP_COLORS)],
+           f'{label}: {spread}')
   for index, (name, score) in enumerate(sorted(lines.items())):
     ax.axhline(score, ls='--', lw=1, color=('#222222', '#777777', '#aaaaaa')[index % 3],
                label=name)
   ax.set_xlim(0, right)
-  ax.set_title(task)
+  ax.set_title(f'{task} (bins of {compare.frames_label(bins)} frames, plotted at their end)',
+               fontsize='medium')
   ax.set_xlabel('environment frames')
   ax.set_ylabel('evaluation return')
-  ax.ticklabel_format(axis='x', style='sci', scilimits=(0, 0))
+  ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: compare.frames_label(x)))
   ax.grid(alpha=0.3)
   if ax.get_legend_handles_labels()[0]:
     ax.legend(fontsize='small', loc='best')
@@ -146,7 +173,7 @@ def _curve(ax, xs, mean, low, high, color: str, label: str) -> None:
 def main(argv: list[str] | None = None) -> int:
   args = parse(argv)
   try:
-    for indir in args.indir:
+    for _, indir in args.indir:
       if not indir.is_dir():
         raise CompareError(f'--indir {str(indir)!r} is not a directory (give run logdirs or '
                            f'folders holding them)')
@@ -157,27 +184,34 @@ def main(argv: list[str] | None = None) -> int:
       args.outdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
       raise CompareError(f'--outdir {str(args.outdir)!r} cannot be created: {e.strerror}')
-    runs = compare.find_runs(args.indir)
-    if not runs:
-      raise CompareError(f'no runs found under {", ".join(map(str, args.indir))}: no folder '
-                         f'there holds a metrics.jsonl')
-    summary = compare.table(runs, scores, args.bins)
+    groups = {}
+    for label, indir in args.indir:
+      groups.setdefault(label or 'this run', []).extend(compare.find_runs([indir]))
+    if not any(groups.values()):
+      raise CompareError(f'no runs found under {", ".join(str(d) for _, d in args.indir)}: no '
+                         f'folder there holds a metrics.jsonl')
+    summaries = {label: compare.table(runs, scores, args.bins) for label, runs in groups.items()}
     if not args.scores:
       print('no --scores given: plotting the runs without the paper\'s curves')
-    for task, info in summary['tasks'].items():
+    tasks = {task: info for s in summaries.values() for task, info in s['tasks'].items()}
+    for task, info in tasks.items():
       if args.scores and task not in scores:
         print(f'{task}: not in the paper\'s scores; plotted without the paper\'s curve')
-      if not info['evaluations']:
+      if not any(s['tasks'].get(task, {}).get('evaluations') for s in summaries.values()):
         print(f'{task}: the runs have no eval_return yet')
       lines = {n: baselines[task][n] for n in args.show_baselines if n in baselines.get(task, {})}
       path = args.outdir / (re.sub(r'[^\w.-]+', '_', task) + '.png')
-      plot_task(path, task, [r for r in runs if r.task == task], info['bins'],
+      task_groups = {label: [r for r in runs if r.task == task] for label, runs in groups.items()}
+      plot_task(path, task, {k: v for k, v in task_groups.items() if v}, info['bins'],
                 scores.get(task, []), args.method, lines)
-    print()
-    print(compare.format_table(summary), end='')
+    labelled = any(label for label, _ in args.indir)
+    for label, summary in summaries.items():
+      print(f'\n== {label} ==' if labelled else '')
+      print(compare.format_table(summary), end='')
+    summary = {'groups': summaries} if labelled else summaries['this run']
     text = json.dumps(summary, indent=1, allow_nan=False) + '\n'
     _atomic_write(args.outdir / 'summary.json', lambda f: f.write(text.encode()))
-    print(f'\nwrote {len(summary["tasks"])} plot(s) and summary.json to {args.outdir}')
+    print(f'\nwrote {len(tasks)} plot(s) and summary.json to {args.outdir}')
   except (CompareError, OSError) as e:
     message = str(e) if isinstance(e, CompareError) else f'{e.strerror or e}: {e.filename!r}'
     print(f'error: {message}', file=sys.stderr)

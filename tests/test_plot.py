@@ -202,3 +202,24 @@ def test_main_in_process_without_scores(tmp_path, capsys):
   assert summary['tasks']['crafter_reward']['bins'] == 100_000  # 1e6 frames -> ten 1e5 bins
   assert [r['return_mean'] for r in summary['rows']] == [float(i) for i in range(1, 11)]
   assert not list((tmp_path / 'out').glob('.*'))  # no temporary files left behind
+
+
+def test_labelled_groups_are_separate_curves_and_tables(tmp_path):
+  # `mine=... ours=...`: a user's runs against this port's published run, each its own curve.
+  write_run(tmp_path / 'mine' / 'a', 'atari_pong', 0, [(1e6, 3.0), (2e6, 5.0)])
+  write_run(tmp_path / 'mine' / 'b', 'atari_pong', 1, [(1e6, 1.0), (2e6, 7.0)])
+  write_run(tmp_path / 'ours' / 'a', 'atari_pong', 0, [(1e6, -4.0), (2e6, -2.0)])
+  proc = cli('--indir', f'mine={tmp_path / "mine"}', f'ours={tmp_path / "ours"}',
+             '--outdir', tmp_path / 'out')
+  assert proc.returncode == 0, proc.stderr
+  assert '== mine ==' in proc.stdout and '== ours ==' in proc.stdout
+  assert is_png(tmp_path / 'out' / 'atari_pong.png')
+  groups = json.loads((tmp_path / 'out' / 'summary.json').read_text())['groups']
+  assert [r['return_mean'] for r in groups['mine']['rows']] == [2.0, 6.0]
+  assert [r['return_mean'] for r in groups['ours']['rows']] == [-4.0, -2.0]
+  assert groups['mine']['tasks']['atari_pong']['seeds'] == ['0', '1']
+
+
+def test_frames_label():
+  assert [compare.frames_label(x) for x in (0, 500, 30_000, 1.5e6, 2e8)] == [
+      '0', '500', '30k', '1.5M', '200M']
