@@ -223,3 +223,24 @@ def test_labelled_groups_are_separate_curves_and_tables(tmp_path):
 def test_frames_label():
   assert [compare.frames_label(x) for x in (0, 500, 30_000, 1.5e6, 2e8)] == [
       '0', '500', '30k', '1.5M', '200M']
+
+
+def test_results_table_counts_updates_with_the_presets_schedule(tmp_path):
+  script = ROOT / 'scripts' / 'results_table.py'
+  spec = importlib.util.spec_from_file_location('results_table', script)
+  table = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(table)
+  # dmc_vision: action repeat 2, prefill 1,000, pretrain 100, an update every 5 agent steps.
+  assert table.updates('dmc_vision', 1e5) == 100 + (50_000 - 1_000) // 5
+  # atari: action repeat 4, prefill 50,000, pretrain 1, an update every 16 agent steps.
+  assert table.updates('atari', 2e8) == 1 + (50_000_000 - 50_000) // 16
+  scores = tmp_path / 'scores.json'
+  scores.write_text(json.dumps([{'task': 'dmc_cartpole_balance', 'method': 'dreamerv2',
+                                 'seed': '1', 'xs': [3e4, 6e4], 'ys': [1.0, 2.0]}]))
+  proc = subprocess.run([sys.executable, str(script), '--scores',
+                         str(scores), '--seconds', 'dmc_vision=3.6'],
+                        capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  # 6e4 frames: 100 + (30,000 - 1,000) // 5 = 5,900 updates; x 3.6 s / 0.97 = 5.9 hours.
+  assert '| dmc_cartpole_balance | `scripts/train.py --configs dmc_vision --task ' \
+         'dmc_cartpole_balance` | 60k | 1 | 5,900 | 6 |' in proc.stdout, proc.stdout
