@@ -30,6 +30,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     r'rssm\.std_act': ('softplus', 'sigmoid', 'sigmoid2'),
     r'strategy': ('default', 'mirrored', 'multi_worker'),
     r'envs_parallel': ('auto', 'none', 'process', 'ale_vector'),
+    r'replay\.nonfinite': ('error', 'drop'),
     r'expl_behavior': ('greedy', 'random'),
     r'.*_opt\.opt': ('adam',),
     r'(reward_head|critic)\.dist': ('mse',),
@@ -40,6 +41,7 @@ RANGES: dict[str, tuple[float, float | None]] = {
     r'kl\.balance|discount|discount_lambda': (0, 1),
     r'dataset\.(batch|length)|imag_horizon|rssm\.(hidden|deter|stoch)': (1, None),
     r'rssm\.discrete': (0, None),  # 0 selects Gaussian latents (the paper's ablation).
+    r'skip_limit': (0, None),  # 0: never stop for skipped updates.
 }
 SCHEDULE_KEYS = ('actor_ent', 'actor_grad_mix')
 _NUM = r'\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*'

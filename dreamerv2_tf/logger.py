@@ -3,18 +3,29 @@
 Every record carries `step` in environment frames (agent steps x action repeat), the unit of the
 paper's curves. `metrics.jsonl` holds one JSON object per line (`pandas.read_json(path,
 lines=True)` reads it); lines are flushed as written, so a killed run keeps what it logged.
+
+Non-finite values are logged, never dropped: a diverging loss must be visible. The terminal
+shows `nan` / `inf`, TensorBoard stores the value itself, and `metrics.jsonl` writes `null`:
+NaN and Infinity are not JSON (strict readers such as jq, JavaScript or Go reject the whole
+line), while `null` is, and pandas reads it as NaN in a float column.
+
+A failed write (disk full, unwritable logdir) raises `files.WriteError` naming the file; a line
+of `metrics.jsonl` is written whole or not at all (a partial line is cut off again).
 """
 from __future__ import annotations
 
 import io
 import json
 import math
+import os
 import pathlib
 import sys
 import time
 from typing import Mapping
 
 import numpy as np
+
+from dreamerv2_tf.files import WriteError
 
 # Keys shown on the terminal line, in this order, when present.
 TERMINAL_KEYS = ('train_return', 'eval_return', 'model_loss', 'image_loss', 'reward_loss',
@@ -38,8 +49,12 @@ class Logger:
     self._videos: dict[str, np.ndarray] = {}
     self._jsonl, self._writer = None, None
     if self.logdir is not None:
-      self.logdir.mkdir(parents=True, exist_ok=True)
-      self._jsonl = open(self.logdir / 'metrics.jsonl', 'a', buffering=1)
+      self._jsonl_path = self.logdir / 'metrics.jsonl'
+      try:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = os.open(self._jsonl_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+      except OSError as e:
+        raise WriteError.of(self._jsonl_path, e, 'metrics') from e
     if tensorboard and self.logdir is not None:
       import tensorflow as tf
       self._writer = tf.summary.create_file_writer(str(self.logdir), max_queue=1000)
@@ -74,21 +89,39 @@ class Logger:
     for key, values in self._means.items():
       self._scalars[key] = float(np.mean(values))
     self._means.clear()
-    scalars = {k: v for k, v in self._scalars.items() if math.isfinite(v)}
+    scalars = dict(self._scalars)
+    self._scalars.clear()
+    videos, self._videos = self._videos, {}
     if scalars:
       if self._jsonl is not None:
-        self._jsonl.write(json.dumps({'step': step, **scalars}) + '\n')
+        record = {'step': step, **{k: v if math.isfinite(v) else None for k, v in scalars.items()}}
+        self._append_line(json.dumps(record) + '\n')
       self._terminal(step, scalars)
     if self._writer is not None:
       import tensorflow as tf
-      with self._writer.as_default():
-        for key, value in scalars.items():
-          tf.summary.scalar(key, value, step)
-        for key, value in self._videos.items():
-          _video_summary(key, value, step)
-      self._writer.flush()
-    self._scalars.clear()
-    self._videos.clear()
+      try:
+        with self._writer.as_default():
+          for key, value in scalars.items():
+            tf.summary.scalar(key, value, step)
+          for key, value in videos.items():
+            _video_summary(key, value, step)
+        self._writer.flush()
+      except (OSError, tf.errors.OpError) as e:
+        raise WriteError.of(self.logdir, e, 'TensorBoard events in') from e
+
+  def _append_line(self, line: str) -> None:
+    data = line.encode()
+    start = os.lseek(self._jsonl, 0, os.SEEK_END)
+    try:
+      done = 0
+      while done < len(data):  # A full disk may take part of the line, then fail.
+        done += os.write(self._jsonl, data[done:])
+    except OSError as e:
+      try:
+        os.ftruncate(self._jsonl, start)  # No half line for readers of the file.
+      except OSError:
+        pass
+      raise WriteError.of(self._jsonl_path, e, 'metrics') from e
 
   def _terminal(self, step: int, scalars: dict) -> None:
     parts = [f'[{step:,} frames]']
@@ -101,12 +134,19 @@ class Logger:
 
   def close(self) -> None:
     if self._jsonl is not None:
-      self._jsonl.close()
+      os.close(self._jsonl)
+      self._jsonl = None
     if self._writer is not None:
-      self._writer.close()
+      writer, self._writer = self._writer, None
+      try:
+        writer.close()
+      except Exception as e:
+        raise WriteError.of(self.logdir, e, 'TensorBoard events in') from e
 
 
 def _fmt(value: float) -> str:
+  if not math.isfinite(value):
+    return str(value)  # nan, inf, -inf
   if value == 0 or 1e-3 <= abs(value) < 1e5:
     return f'{value:.3f}'.rstrip('0').rstrip('.') if abs(value) < 100 else f'{value:.1f}'
   return f'{value:.2e}'

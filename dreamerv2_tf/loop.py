@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from dreamerv2_tf import finite
 from dreamerv2_tf.config import Config, ConfigError
 
 # Keys that shape the networks or the data: a logdir cannot be resumed with other values.
@@ -29,11 +30,15 @@ def default_logdir(config: Config) -> pathlib.Path:
   return pathlib.Path('logdir') / config.task.replace(':', '_').replace('/', '_') / stamp
 
 
-def prepare_logdir(config: Config, chief: bool = True) -> tuple[Config, pathlib.Path]:
-  """Resolves the logdir and checks a resumed run's config against the saved one.
+def prepare_logdir(config: Config, chief: bool = True, worker: int = 0,
+                   cleanup: list | None = None) -> tuple[Config, pathlib.Path]:
+  """Resolves the logdir, locks this process's workdir and checks a resumed run's config.
 
-  Only the chief writes `config.yaml`; other workers of a multi-worker run only check it.
+  Only the chief writes `config.yaml`; other workers of a multi-worker run only check it. The
+  workdir (the logdir; `workers/worker<k>` for other workers) is locked before anything is
+  written (`run_lock`); the lock's release is appended to `cleanup`.
   """
+  from dreamerv2_tf.run_lock import RunLock
   if config.strategy == 'multi_worker' and not config.logdir:
     raise ConfigError('strategy multi_worker needs --logdir: the same path on every worker, '
                       'on a filesystem they share (the chief writes checkpoints there)')
@@ -48,7 +53,12 @@ def prepare_logdir(config: Config, chief: bool = True) -> tuple[Config, pathlib.
       raise ConfigError(f'logdir {str(logdir)!r} holds a run with another network or data '
                         f'layout ({shown}); use a new --logdir or the saved values')
   config = config.update({'logdir': str(logdir)})
-  logdir.mkdir(parents=True, exist_ok=True)
+  lock = RunLock(logdir if chief else logdir / 'workers' / f'worker{worker}').acquire()
+  if cleanup is not None:
+    cleanup.append(lock.release)
+  if lock.took_over:
+    print(f'Took over the lock of process {lock.took_over.get("pid")} on '
+          f'{lock.took_over.get("host")}, which has ended', flush=True)
   if chief:
     config.save(saved)
   return config, logdir
@@ -111,7 +121,23 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   `dreamerv2_tf.envs`, or a gymnasium env, which is wrapped), or None to make them from
   `config.task` (`config.envs` of them for training). Without an eval_env, a gymnasium env is
   made again from its spec for evaluation; other envs need eval_env.
+
+  A run that cannot go on raises a `RunError` with a one-line message (docs/failures.md):
+  non-finite env data, diverged training, a logdir in use, a failed write. The logdir's lock
+  is released and the envs are closed on every way out.
   """
+  cleanup: list = []  # Run last to first on the way out, once each.
+  try:
+    return _train(env, config, eval_env, cleanup)
+  finally:
+    for fn in reversed(cleanup):
+      try:
+        fn()
+      except Exception as e:  # The first error is the one to report; later ones are noise.
+        print(f'warning: while stopping: {type(e).__name__}: {e}', file=sys.stderr, flush=True)
+
+
+def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
   import types
 
   import tensorflow as tf
@@ -119,6 +145,8 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   from dreamerv2_tf import envs as envs_lib
   from dreamerv2_tf import precision
   from dreamerv2_tf.agent import Agent
+  from dreamerv2_tf.checkpoints import Checkpoints
+  from dreamerv2_tf.divergence import SkipWatch
   from dreamerv2_tf.driver import Driver, random_policy
   from dreamerv2_tf.eta import RunEstimate
   from dreamerv2_tf.logger import Logger, Progress
@@ -141,7 +169,7 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
     device = precision.setup_devices()
     strategy = distribute.make_strategy(config.strategy)
     chief = worker == 0
-    config, logdir = prepare_logdir(config, chief)
+    config, logdir = prepare_logdir(config, chief, worker, cleanup)
   except ValueError as e:  # E.g. multi_worker without TF_CONFIG.
     train_env.close()
     eval_env_.close()
@@ -165,8 +193,9 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   obs_space, act_space = train_env.obs_space, train_env.act_space
   replay_kw = config.replay.to_dict()
   seed = config.seed + 1000 * worker  # Workers explore differently.
+  cleanup.extend((train_env.close, eval_env_.close))
   train_replay = Replay(workdir / 'train_episodes', seed=seed, **replay_kw)
-  eval_replay = Replay(workdir / 'eval_episodes', seed=seed + 1,
+  eval_replay = Replay(workdir / 'eval_episodes', seed=seed + 1, nonfinite=replay_kw['nonfinite'],
                        capacity=max(replay_kw['capacity'] // 10, 1),
                        minlen=config.dataset.length, maxlen=config.dataset.length)
   logger = Logger(logdir if chief else None, config.action_repeat,
@@ -174,16 +203,19 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   # On a CPU: how long this run takes at the measured rate, and what to run instead.
   estimate = RunEstimate(config.steps, config.action_repeat, cpu=device == 'cpu')
 
+  cleanup.append(logger.close)
   agent = Agent(config, obs_space, act_space, strategy=strategy)
   step = agent.step  # Agent steps: the loop's counter and the clock of the agent's schedules.
-  checkpoint = tf.train.Checkpoint(agent=agent, step=step)
-  manager = tf.train.CheckpointManager(checkpoint, logdir / 'checkpoints', max_to_keep=3)
+  checkpoints = Checkpoints(tf.train.Checkpoint(agent=agent, step=step), logdir / 'checkpoints',
+                            agent.weights_)
   # Read once: in a multi-worker run the chief may save while another worker starts up.
-  resumed = manager.latest_checkpoint
+  resumed = checkpoints.latest
   if resumed:
-    checkpoint.restore(resumed).assert_existing_objects_matched()
-    print(f'Resumed from {manager.latest_checkpoint} at {int(step) * config.action_repeat:,} '
+    checkpoints.restore(resumed)
+    print(f'Resumed from {resumed} at {int(step) * config.action_repeat:,} '
           f'frames; replay holds {train_replay.stats["loaded_steps"]:,} steps', flush=True)
+  # Updates skipped for a non-finite loss or gradient: too many in a row stop the run.
+  watch = SkipWatch(config.skip_limit, lambda: checkpoints.latest)
   # Seeding with the step keeps a resumed run reproducible from its checkpoint.
   seed_everything(seed + int(step))
   rng = np.random.default_rng(seed + int(step))
@@ -195,6 +227,8 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   videos = {'eval': 0}
 
   def log_episode(ep, worker, mode):
+    if finite.first_nonfinite(ep) is not None:
+      return  # Dropped by the replay (replay.nonfinite drop): counted, not averaged.
     # Means over the episodes that end within one log period (or one evaluation).
     logger.mean(f'{mode}_return', float(np.sum(ep['reward'])))
     logger.mean(f'{mode}_length', len(ep['reward']) - 1)
@@ -229,6 +263,9 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
     return call
 
   def log_times():
+    for mode, replay in (('train', train_replay), ('eval', eval_replay)):
+      if replay.stats['dropped_episodes']:  # Since the start of this process.
+        logger.scalar(f'{mode}_dropped_episodes', replay.stats['dropped_episodes'])
     now = time.perf_counter()
     wall = now - timing['start']
     if wall > 0:
@@ -252,7 +289,8 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
   train_driver.on_step(timed('replay', train_replay.add_step))
   train_driver.on_episode(lambda ep, w: log_episode(ep, w, 'train'))
   eval_driver = Driver(eval_env_, act_space['action'])
-  eval_driver.on_episode(lambda ep, w: eval_replay.add_episode(ep))
+  # Step by step, as training's: non-finite data is caught before it reaches the policy.
+  eval_driver.on_step(eval_replay.add_step)
   eval_driver.on_episode(lambda ep, w: log_episode(ep, w, 'eval'))
 
   with StopSignal() as stop:
@@ -281,7 +319,7 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
     if not resumed and not stop():
       print(f'Pretraining for {int(config.pretrain)} updates.', flush=True)
       for _ in range(int(config.pretrain)):
-        timed('train', agent.train)(timed('replay', next)(dataset))
+        watch(timed('train', agent.train)(timed('replay', next)(dataset)), logger.frames(step))
 
     should_train = Every(config.train_every)
     should_log = Every(config.log_every)
@@ -295,14 +333,18 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
       start = time.time()
       for _ in range(int(config.train_steps)):
         batch = timed('replay', next)(dataset)
-        for key, value in timed('train', agent.train)(batch).items():
+        metrics = timed('train', agent.train)(batch)
+        watch(metrics, logger.frames(step))
+        for key, value in metrics.items():
           train_metrics.setdefault(key, []).append(value)
       timer['train_time'] += time.time() - start
       timer['updates'] += int(config.train_steps)
       estimate.update(int(step))
       if should_log(int(step)):
         for key, values in train_metrics.items():
-          logger.scalar(key, float(np.mean(values)))
+          # Skipped steps are counted per period; a NaN in a mean is logged as such.
+          logger.scalar(key, float(np.sum(values) if key.endswith('_skipped_steps')
+                                   else np.mean(values)))
         train_metrics.clear()
         if timer['train_time'] > 0:
           logger.scalar('train_steps_per_s', timer['updates'] / timer['train_time'])
@@ -316,8 +358,7 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
       return lambda obs, state: _act(agent, obs, state, mode)
 
     def save():
-      if chief:
-        path = manager.save(checkpoint_number=int(step))
+      if chief and (path := checkpoints.save(int(step))):
         print(f'Saved checkpoint {path}', flush=True)
 
     while int(step) < config.steps and not stop():
@@ -349,9 +390,7 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
       train_driver(timed('policy', policy(mode)), steps=max(min(period, remaining), 1))
     save()
   logger.write(int(step))
-  logger.close()
-  for env_ in (train_env, eval_env_):
-    env_.close()
+  logger.close()  # (The envs close on the way out, in train().)
   if stop.received:
     print(f'Stopped by {stop.received} at {int(step) * config.action_repeat:,} frames; rerun the '
           'same command to resume.', flush=True)
@@ -383,6 +422,8 @@ def _train_dataset(strategy, replay, config: Config):
 
 
 def _act(agent, obs, state, mode):
+  if agent.config.replay.nonfinite == 'drop':  # The episode is dropped; acting goes on.
+    obs = finite.sanitize(obs)
   outputs, state = agent.policy(obs, state, mode)
   return outputs['action'], state
 

@@ -173,7 +173,7 @@ class Replay:
       if run is not None and step['is_first']:
         raise ValueError(f'add_step: worker {worker!r} got is_first=True with '
                          f'{len(run["steps"])} steps pending; allowed: is_last=True first')
-      if run is not None and step.keys() != run['steps'][0].keys():
+      if run is not None and run['steps'] and step.keys() != run['steps'][0].keys():
         raise ValueError(f'add_step: keys {sorted(step)} differ from the episode\'s keys '
                          f'{sorted(run["steps"][0])}')
       if run is None:

@@ -160,8 +160,12 @@ class Env(abc.ABC):
     array = np.asarray(value, np.float32)
     if array.shape != space.shape:
       raise ValueError(f'continuous action must have shape {space.shape}, got {array.shape}')
-    if not np.all(np.isfinite(array)):
-      raise ValueError(f'continuous action must be finite, got {array.tolist()}')
+    if not np.all(np.isfinite(array)):  # A policy with NaN weights or inputs acts NaN.
+      raise ValueError(f'continuous action must be finite, got {array.tolist()}: the policy '
+                       'that chose it holds NaN/Inf in its weights or its observations; '
+                       'dreamerv2_tf.train skips non-finite updates and checks observations '
+                       '(replay.nonfinite), so resume from the last checkpoint and see '
+                       'docs/failures.md')
     return np.clip(array, -1.0, 1.0)  # policy samples can overshoot the bounds a little
 
 

@@ -1,0 +1,88 @@
+"""A run's checkpoints: restored at start, written only from finite weights, never half-written.
+
+`logdir/checkpoints/` keeps the newest 3 (`ckpt-<agent step>.index` / `.data-*`) and the
+`checkpoint` file that names the latest. A save
+  - refuses non-finite weights (`NonFiniteWeightsError`): a NaN checkpoint would, after
+    `max_to_keep` saves, replace every good one;
+  - that fails (disk full, unwritable) removes its own partial files and raises
+    `files.WriteError`; the earlier checkpoints and the `checkpoint` file stay as they were;
+  - is skipped when the latest checkpoint already holds this step (a resumed run that stops
+    before acting), so a good checkpoint is never overwritten in place.
+"""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+
+import numpy as np
+import tensorflow as tf
+
+from dreamerv2_tf.config import RunError
+from dreamerv2_tf.files import WriteError
+
+MAX_TO_KEEP = 3
+
+
+class NonFiniteWeightsError(RunError):
+  """A checkpoint was asked for while a weight held NaN or Inf."""
+
+
+class Checkpoints:
+  """The checkpoints of `checkpoint` (a `tf.train.Checkpoint`) in `directory`."""
+
+  def __init__(self, checkpoint: tf.train.Checkpoint, directory: str | os.PathLike,
+               variables: list):
+    self.directory = pathlib.Path(directory)
+    self._checkpoint = checkpoint
+    self._variables = variables  # What must be finite: every weight, slot and counter.
+    self._manager = tf.train.CheckpointManager(checkpoint, self.directory,
+                                               max_to_keep=MAX_TO_KEEP)
+
+  @property
+  def latest(self) -> str | None:
+    """Path prefix of the newest complete checkpoint, or None."""
+    return self._manager.latest_checkpoint
+
+  def restore(self, path: str) -> None:
+    self._checkpoint.restore(path).assert_existing_objects_matched()
+
+  def save(self, number: int) -> str | None:
+    """Writes checkpoint `number` (agent steps); returns its path, or None if it exists."""
+    latest = self.latest
+    if latest is not None and latest.endswith(f'ckpt-{number}'):
+      return None
+    if bad := first_nonfinite(self._variables):
+      raise NonFiniteWeightsError(
+          f'not writing checkpoint {number}: weight {bad} holds NaN or Inf; the checkpoints '
+          f'on disk are the earlier, finite ones (latest {latest}); rerun to resume from it')
+    try:
+      return self._manager.save(checkpoint_number=number)
+    except (OSError, tf.errors.OpError) as e:
+      self._remove_partial(number)
+      raise WriteError.of(self.directory / f'ckpt-{number}', e, 'checkpoint') from e
+
+  def _remove_partial(self, number: int) -> None:
+    """Deletes the files of the failed save `number` (never those of a listed checkpoint)."""
+    kept = {pathlib.Path(p).name for p in self._manager.checkpoints}
+    name = f'ckpt-{number}'
+    if name in kept:
+      return
+    for path in self.directory.glob(f'{name}[._]*'):
+      if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+      else:
+        path.unlink(missing_ok=True)
+
+
+def first_nonfinite(variables: list) -> str | None:
+  """The name of the first floating-point variable that holds NaN or Inf, else None."""
+  floats = [v for v in variables if tf.as_dtype(v.dtype).is_floating]
+  if not floats:
+    return None
+  # One reduction per variable, then a single transfer of the flags.
+  flags = tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in floats]).numpy()
+  if flags.all():
+    return None
+  bad = floats[int(np.argmin(flags))]
+  return getattr(bad, 'path', None) or bad.name
