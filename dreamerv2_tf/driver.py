@@ -38,9 +38,15 @@ class Driver:
     self._obs, self._state, self._eps = None, None, None
 
   def __call__(self, policy: Callable, steps: int = 0, episodes: int = 0) -> tuple[int, int]:
-    """Runs until `steps` agent steps (summed over workers) or `episodes` episodes are done.
+    """Runs until `steps` agent steps (summed over workers) and `episodes` episodes are done.
 
-    policy(obs, state) -> (actions [N, A], state). Returns (steps, episodes) done.
+    policy(obs, state) -> (actions [N, A], state). Returns (steps, episodes) done. A reset
+    transition (`is_first`) is no agent step, as in the paper's driver and the loop's step
+    counter: a call of `steps` agent steps ends exactly where the loop's schedule expects.
+
+      env calls  reset  step  step  step(last)  step->reset  step  ...
+      obs        f0     o1    o2    o3 last     f0'          o1'
+      counted    -      1     2     3           -            4
     """
     step = episode = 0
     while (step < steps or episode < episodes) and not self.stop():
@@ -58,7 +64,8 @@ class Driver:
         action = np.zeros_like(actions[i]) if first else actions[i]
         if first:
           self._eps[i] = []
-        step += 1
+        else:
+          step += 1
         if self._record(i, self._obs, action):
           episode += 1
     return step, episode

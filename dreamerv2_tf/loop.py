@@ -295,13 +295,17 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
 
   with StopSignal() as stop:
     train_driver.stop = eval_driver.stop = stop
-    prefill = int(config.prefill) - train_replay.stats['total_steps']
+    # Agent steps stored, as the paper counts them: an episode's first transition is no step.
+    stored = train_replay.stats['total_steps'] - train_replay.stats['total_episodes']
+    prefill = int(config.prefill) - stored
     if prefill > 0 and not stop():
-      bar, done = Progress('Prefill', prefill), 0
+      bar, done, episodes = Progress('Prefill', prefill), 0, 0
       random = timed('policy', random_policy(act_space['action'], rng))
-      while done < prefill and not stop():
-        done += train_driver(random, steps=min(500, prefill - done))[0]
-        bar.update(done)
+      # As the paper's prefill: `prefill` agent steps and at least one whole episode.
+      while (done < prefill or not episodes) and not stop():
+        more = train_driver(random, steps=min(500, prefill - done), episodes=int(done >= prefill))
+        done, episodes = done + more[0], episodes + more[1]
+        bar.update(min(done, prefill))
       bar.close()
       log_times()
       logger.write(int(step))
@@ -340,22 +344,32 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
       timer['train_time'] += time.time() - start
       timer['updates'] += int(config.train_steps)
       estimate.update(int(step))
-      if should_log(int(step)):
-        for key, values in train_metrics.items():
-          # Skipped steps are counted per period; a NaN in a mean is logged as such.
-          logger.scalar(key, float(np.sum(values) if key.endswith('_skipped_steps')
-                                   else np.mean(values)))
-        train_metrics.clear()
-        if timer['train_time'] > 0:
-          logger.scalar('train_steps_per_s', timer['updates'] / timer['train_time'])
-        timer.update(train_time=0.0, updates=0)
-        log_times()
-        logger.write(int(step), fps=True)
+
+    def log_step(tran, worker):
+      # At every agent step, as the paper's train.py (not only at steps that train).
+      if tran['is_first'] or not should_log(int(step)):
+        return
+      for key, values in train_metrics.items():
+        # Skipped steps are counted per period; a NaN in a mean is logged as such.
+        logger.scalar(key, float(np.sum(values) if key.endswith('_skipped_steps')
+                                 else np.mean(values)))
+      train_metrics.clear()
+      if timer['train_time'] > 0:
+        logger.scalar('train_steps_per_s', timer['updates'] / timer['train_time'])
+      timer.update(train_time=0.0, updates=0)
+      log_times()
+      logger.write(int(step), fps=True)
 
     train_driver.on_step(train_step)
+    train_driver.on_step(log_step)
 
     def policy(mode):
       return lambda obs, state: _act(agent, obs, state, mode)
+
+    def train_policy(obs, state):
+      # Decided at every call, as the paper's Until(expl_until): 0 means explore throughout.
+      explore = not config.expl_until or int(step) < config.expl_until
+      return _act(agent, obs, state, 'explore' if explore else 'train')
 
     def save():
       if chief and (path := checkpoints.save(int(step))):
@@ -384,10 +398,9 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
         logger.write(int(step))
         if not stop():
           save()
-      mode = 'explore' if int(step) < config.expl_until else 'train'
       remaining = int(config.steps) - int(step)
       period = int(config.eval_every) if config.eval_every > 0 else remaining
-      train_driver(timed('policy', policy(mode)), steps=max(min(period, remaining), 1))
+      train_driver(timed('policy', train_policy), steps=max(min(period, remaining), 1))
     save()
   logger.write(int(step))
   logger.close()  # (The envs close on the way out, in train().)
