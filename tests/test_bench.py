@@ -53,3 +53,29 @@ def test_bench_distribute_compares_strategies():
   rows = {row['strategy']: row for row in result['rows']}
   assert set(rows) == {'default', 'mirrored'} and rows['default']['speedup_vs_default'] == 1.0
   assert all(row['samples_per_s'] > 0 for row in rows.values())
+
+
+def test_profile_step_splits_op_time_by_category():
+  result, err = run_json('profile_step.py', '--configs', 'atari', 'debug', '--steps', '1',
+                         '--warmup', '1', '--top', '5')
+  shares = {row['category']: row['share'] for row in result['categories']}
+  assert abs(sum(shares.values()) - 1) < 1e-2
+  # The step's convolutions and matmuls are found (not lumped into `elementwise`), and the
+  # executor's enclosing `Process` events are not counted as ops.
+  assert shares['convolution'] > 0.05 and shares['matmul'] > 0.02
+  assert len(result['ops']) == 5 and all(row['op'] != 'Process' for row in result['ops'])
+  assert 0 < result['op_ms_per_step'] < 4 * result['wall_ms_per_step_median']
+  assert 'convolution' in err  # The table.
+
+
+def test_profile_step_categories():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('profile_step', ROOT / 'scripts' / 'profile_step.py')
+  prof = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(prof)
+  want = {'_MklNativeFusedConv2D': 'convolution', 'Conv2DBackpropFilter': 'convolution',
+          '_MklMatMul': 'matmul', 'BatchMatMulV2': 'matmul', 'Cast': 'cast', 'Sum': 'reduction',
+          'Elu': 'elementwise', 'EluGrad': 'elementwise', '_MklTranspose': 'data movement',
+          'ConcatV2': 'data movement', 'StatelessRandomUniformV2': 'random',
+          'ResourceApplyAdam': 'optimizer', 'Mul': 'elementwise'}
+  assert {op: prof.category(op) for op in want} == want
