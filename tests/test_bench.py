@@ -70,7 +70,8 @@ def test_profile_step_splits_op_time_by_category():
 
 def test_profile_step_categories():
   import importlib.util
-  spec = importlib.util.spec_from_file_location('profile_step', ROOT / 'scripts' / 'profile_step.py')
+  script = ROOT / 'scripts' / 'profile_step.py'
+  spec = importlib.util.spec_from_file_location('profile_step', script)
   prof = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(prof)
   want = {'_MklNativeFusedConv2D': 'convolution', 'Conv2DBackpropFilter': 'convolution',
