@@ -1,13 +1,13 @@
 """Replay buffer: episodes stored as compressed chunk files, sequences sampled for training.
 
 Storage. An episode is written as one or more files `<timestamp>-<episode id>-<chunk
-index>-<length>.npz`, each an independent segment for sampling. While an episode runs, its
+index>-<length>.npz`, each an independent segment on disk. While an episode runs, its
 oldest `chunk` pending steps are written once `chunk + minlen` are pending; holding `minlen`
 steps back makes the piece written at `is_last` at least `minlen` long, so episode ends stay
 sampleable. A 27k-step Atari episode is thus trainable and crash-safe after ~1k steps, and
-a crash loses < `chunk + minlen` steps per running episode. Independent segments (not
-chunks linked by episode id) keep loading, eviction and sampling per file; the only cost is
-that sampled sequences (<= `maxlen` steps) never cross a chunk boundary. Files are written
+a crash loses < `chunk + minlen` steps per running episode. Loading and eviction work per
+file; sampling joins an episode's consecutive segments in memory (a run), so episodes are
+picked and windowed as in the paper, whatever their number of chunks. Files are written
 atomically (hidden `.tmp` file in the same directory, fsync, `os.replace`), so a crash never
 leaves a half-written `.npz`; stray `.tmp` files are ignored, not deleted, as another
 process may still be writing them.
@@ -96,10 +96,11 @@ class Replay:
   Files in `directory` are loaded on construction, newest first up to `capacity` steps, so
   a restarted run continues with its data; unreadable files are skipped with a warning.
   `capacity` bounds the steps kept in RAM: beyond it the oldest segments are evicted from
-  memory (FIFO), but their files stay on disk. Sampling follows the paper: a segment is
-  picked uniformly, then a sequence of `minlen`..`maxlen` steps in it (episode ends favoured
-  with `prioritize_ends`); with `ongoing`, unsaved tails of running episodes with at least
-  `minlen` steps are picked too. Safe to add from one thread while `dataset()` samples.
+  memory (FIFO), but their files stay on disk. Sampling follows the paper: an episode (its
+  segments in memory, joined) is picked uniformly, then a sequence of `minlen`..`maxlen`
+  steps in it (episode ends favoured with `prioritize_ends`); with `ongoing`, unsaved tails
+  of running episodes with at least `minlen` steps are picked too, each as one more episode.
+  Safe to add from one thread while `dataset()` samples.
 
   nonfinite: what a step with NaN or Inf in a float value does (see `finite`): `error` raises
   `NonFiniteDataError` naming the key, the episode and the step; `drop` drops the episode
@@ -130,6 +131,10 @@ class Replay:
     self._sampleable = []  # Names of segments with >= minlen steps, oldest first.
     self._head = 0  # Entries before this were evicted; FIFO keeps the list in age order.
     self._episodes = collections.Counter()  # Episode id -> segments in memory.
+    # Runs: consecutive chunks of one episode in memory, sampled as one episode.
+    self._runs = {}  # Run key (its first segment's name) -> segment names, oldest first.
+    self._run_of = {}  # Segment name -> run key.
+    self._run_end = {}  # Episode id -> (run key, chunk index of its newest segment).
     self._ongoing = {}  # Worker -> {'id', 'index', 'steps'}.
     self._spec = None  # Key -> (dtype, per-step shape), fixed by the first data seen.
     self._last_stamp = datetime.datetime.min
@@ -283,10 +288,16 @@ class Replay:
   def _sample_sequence(self) -> dict[str, np.ndarray]:
     with self._lock:
       stored, tails = self._available()
-      pick = int(self._rng.integers(stored + len(tails)))
+      while True:  # Uniform over episodes: a segment of a run of n is kept with p = 1/n.
+        pick = int(self._rng.integers(stored + len(tails)))
+        if pick >= stored:
+          break
+        run = self._runs[self._run_of[self._sampleable[self._head + pick]]]
+        if len(run) == 1 or self._rng.random() * len(run) < 1:
+          break
       if pick < stored:
-        segment = self._segments[self._sampleable[self._head + pick]][1]
-        total = len(segment['is_first'])
+        parts = [self._segments[name][1] for name in run]
+        total = sum(len(part['is_first']) for part in parts)
       else:
         steps = tails[pick - stored]
         total = len(steps)
@@ -296,7 +307,7 @@ class Replay:
       upper = total - length + 1 + (self._minlen if self._prioritize_ends else 0)
       start = min(int(self._rng.integers(upper)), total - length)
       if pick < stored:
-        sequence = {k: v[start:start + length] for k, v in segment.items()}
+        sequence = _window(parts, start, length)
       else:
         sequence = {k: np.stack([s[k] for s in steps[start:start + length]]) for k in self._spec}
     sequence['is_first'] = sequence['is_first'].copy()  # Never modify stored arrays.
@@ -333,7 +344,7 @@ class Replay:
     name = self._write(f'{episode_id}-{index}-{len(data["is_first"])}.npz', data)
     with self._lock:
       self._total_episodes += index == 0
-      self._insert(name, episode_id, {key: data[key] for key in self._spec})
+      self._insert(name, episode_id, {key: data[key] for key in self._spec}, index)
 
   def _write(self, suffix: str, data: dict) -> str:
     with self._lock:  # Strictly increasing stamps keep the file order equal to add order.
@@ -355,10 +366,17 @@ class Replay:
       raise
     return name
 
-  def _insert(self, name: str, episode_id: str, segment: dict) -> None:
+  def _insert(self, name: str, episode_id: str, segment: dict, index: int) -> None:
     size = len(segment['is_first'])
     self._segments[name] = (episode_id, segment)
     self._episodes[episode_id] += 1
+    key, last = self._run_end.get(episode_id, (None, None))
+    if key not in self._runs or index != last + 1:  # A gap (a file skipped): a new run.
+      key = name
+      self._runs[key] = []
+    self._runs[key].append(name)
+    self._run_of[name] = key
+    self._run_end[episode_id] = (key, index)
     self._loaded_steps += size
     if size >= self._minlen:
       self._sampleable.append(name)
@@ -368,6 +386,12 @@ class Replay:
       self._episodes[old_id] -= 1
       if not self._episodes[old_id]:
         del self._episodes[old_id]
+      key = self._run_of.pop(old)
+      self._runs[key].pop(0)  # FIFO: the oldest segment is its run's first.
+      if not self._runs[key]:
+        del self._runs[key]
+        if self._run_end.get(old_id, (None,))[0] == key:
+          del self._run_end[old_id]
       if self._head < len(self._sampleable) and self._sampleable[self._head] == old:
         self._head += 1
     if self._head > 1000 and 2 * self._head > len(self._sampleable):
@@ -387,17 +411,17 @@ class Replay:
     self._total_episodes = len(episode_ids)
     files.sort(key=lambda item: (item[0][0], item[0][2]))
     chosen, budget = [], self._capacity
-    for (_, episode_id, _, length), path in reversed(files):  # Newest first.
+    for (_, episode_id, index, length), path in reversed(files):  # Newest first.
       if length > budget:
         break
       segment = self._read(path, length)
       if segment is None:
         self._total_steps -= length
         continue
-      chosen.append((path.name, episode_id, segment))
+      chosen.append((path.name, episode_id, segment, index))
       budget -= length
-    for name, episode_id, segment in reversed(chosen):
-      self._insert(name, episode_id, segment)
+    for name, episode_id, segment, index in reversed(chosen):
+      self._insert(name, episode_id, segment, index)
 
   def _read(self, path: pathlib.Path, length: int) -> dict | None:
     try:
@@ -418,6 +442,24 @@ class Replay:
   def _skip(self, path: pathlib.Path, reason: str) -> None:
     self._skipped += 1
     warnings.warn(' '.join(f'Replay: skipping file {path}: {reason}'.split()))
+
+
+def _window(parts: list[dict], start: int, length: int) -> dict[str, np.ndarray]:
+  """Steps start..start+length of the segments `parts` joined (a view within one segment)."""
+  pieces = []
+  for part in parts:
+    size = len(part['is_first'])
+    if start >= size:
+      start -= size
+      continue
+    take = min(size - start, length)
+    pieces.append({k: v[start:start + take] for k, v in part.items()})
+    start, length = 0, length - take
+    if not length:
+      break
+  if len(pieces) == 1:
+    return pieces[0]
+  return {key: np.concatenate([piece[key] for piece in pieces]) for key in pieces[0]}
 
 
 def _mapping(where: str, value: Any) -> Mapping:

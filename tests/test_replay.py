@@ -280,3 +280,135 @@ def test_bytes_per_step_for_atari():
   example['log_lives'] = np.int32(3)
   assert from_spaces == bytes_per_step(example) == 4096 + 4 + 3 + 24
   assert 8.2e9 < 2e6 * from_spaces < 8.3e9
+
+
+# Parity with the paper's sampler (dreamerv2 2.2.0, common/replay.py) on the same episodes.
+
+def paper_replay_module():
+  """The paper's replay module, loaded from the installed package's file (it needs numpy and
+  TensorFlow only; its package's other modules are not imported)."""
+  import importlib.util
+  spec = importlib.util.find_spec('dreamerv2')
+  path = (Path(list(spec.submodule_search_locations)[0]) / 'common' / 'replay.py'
+          if spec and spec.submodule_search_locations else None)
+  if path is None or not path.exists():
+    pytest.fail("the paper's code (package dreamerv2) is not installed: "
+                'pip install --no-deps dreamerv2==2.2.0', pytrace=False)
+  module_spec = importlib.util.spec_from_file_location('paper_common_replay', path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module
+
+
+def tally(sample, draws, bin_size=1):
+  """Counts of (episode, start // bin_size, length) over `draws` sampled sequences; episode i
+  was built with rewards 10000 i + t, so the first reward names episode and start."""
+  import collections
+  counts = collections.Counter()
+  for _ in range(draws):
+    reward = sample()['reward']
+    first = int(reward[0])
+    counts[first // 10000, first % 10000 // bin_size, len(reward)] += 1
+  return counts
+
+
+def same_distribution_p(a, b):
+  """Chi-square test of homogeneity of two tallies; cells expected < 5 are pooled into one."""
+  import scipy.stats
+  keys = sorted(set(a) | set(b))
+  table = np.array([[a[k] for k in keys], [b[k] for k in keys]], float)
+  expected = table.sum(0) * table.sum(1, keepdims=True) / table.sum()
+  small = expected.min(0) < 5
+  if small.any():
+    table = np.concatenate([table[:, ~small], table[:, small].sum(1, keepdims=True)], 1)
+  return float(scipy.stats.chi2_contingency(table).pvalue)
+
+
+def paper_tally(tmp_path, lengths, draws, bin_size=1, **kwargs):
+  module = paper_replay_module()
+  paper = module.Replay(tmp_path / 'paper', capacity=0, **kwargs)
+  for i, length in enumerate(lengths):
+    paper.add_episode(episode(length, start=10000 * i))
+  paper._random = np.random.RandomState(1)  # Episode and start; the length uses np.random.
+  state = np.random.get_state()
+  np.random.seed(2)
+  try:
+    return tally(paper._sample_sequence, draws, bin_size)
+  finally:
+    np.random.set_state(state)
+
+
+def our_replay(tmp_path, lengths, cls=Replay, **kwargs):
+  replay = cls(tmp_path / 'ours', seed=0, **kwargs)
+  for i, length in enumerate(lengths):
+    replay.add_episode(episode(length, start=10000 * i))
+  return replay
+
+
+def mutant(old: str, new: str):
+  """Replay with one expression of `_sample_sequence` replaced: a bug the test must catch."""
+  import inspect
+  import textwrap
+  source = textwrap.dedent(inspect.getsource(Replay._sample_sequence))
+  assert source.count(old) == 1, old
+  namespace = {}
+  exec(source.replace(old, new), vars(replay_lib), namespace)
+  return type('Mutant', (Replay,), {'_sample_sequence': namespace['_sample_sequence']})
+
+
+DRAWS = 20000
+DEBUG = dict(lengths=[11, 12, 25, 31, 47, 80], minlen=10, maxlen=30)  # The debug preset's.
+PAPER = dict(lengths=[51, 70, 130, 400], minlen=50, maxlen=50)  # The paper's (Atari).
+OFF_BY_ONE = ('total - length + 1', 'max(total - length, 1)')  # Last start never drawn.
+NO_END_PRIORITY = ('(self._minlen if self._prioritize_ends else 0)', '0')
+
+
+@pytest.mark.parametrize('case', ['debug', 'paper'])
+@pytest.mark.parametrize('prioritize_ends', [True, False])
+def test_sampled_sequences_follow_the_papers_distribution(tmp_path, case, prioritize_ends):
+  """Episode, start and length of sampled sequences: ours against the paper's sampler on the
+  same episodes (all longer than minlen, which the paper requires; see docs/parity-loop.md),
+  and a sampler with an injected off-by-one or without end priority, which must differ."""
+  kwargs = dict(DEBUG if case == 'debug' else PAPER, prioritize_ends=prioritize_ends)
+  lengths = kwargs.pop('lengths')
+  paper = paper_tally(tmp_path, lengths, DRAWS, **kwargs)
+  ours = tally(our_replay(tmp_path, lengths, **kwargs)._sample_sequence, DRAWS)
+  p = same_distribution_p(ours, paper)
+  print(f'{case} prioritize_ends={prioritize_ends}: p={p:.3g}')
+  assert p > 1e-3, p
+  bug = NO_END_PRIORITY if prioritize_ends else OFF_BY_ONE
+  wrong = our_replay(tmp_path / 'mutant', lengths, cls=mutant(*bug), **kwargs)
+  p_bug = same_distribution_p(tally(wrong._sample_sequence, DRAWS), paper)
+  print(f'  with {bug[1]!r} for {bug[0]!r}: p={p_bug:.3g}')
+  assert p_bug < 1e-6, p_bug
+
+
+def test_long_episodes_are_sampled_as_the_paper_does(tmp_path):
+  """Episodes longer than a chunk are stored in pieces; sampling still picks episodes
+  uniformly, windows over the whole episode (also across pieces) and favours only its end."""
+  lengths, kwargs = [120, 2600], dict(minlen=50, maxlen=50, prioritize_ends=True)
+  paper = paper_tally(tmp_path, lengths, DRAWS, bin_size=50, **kwargs)
+  replay = our_replay(tmp_path, lengths, **kwargs)
+  assert replay.stats['loaded_segments'] == 4  # 120 | 1000 + 1000 + 600
+  ours = tally(replay._sample_sequence, DRAWS, bin_size=50)
+  p = same_distribution_p(ours, paper)
+  print(f'long episodes: p={p:.3g}')
+  assert p > 1e-3, p
+  check_contiguous(replay.sample(64, 50))
+
+
+def test_runs_join_only_consecutive_chunks_in_memory(tmp_path):
+  replay = Replay(tmp_path, capacity=2000, minlen=20, maxlen=20, chunk=500)
+  replay.add_episode(episode(1600))  # 500 + 500 + 600; its first piece is evicted below.
+  replay.add_episode(episode(500, start=5000))
+  assert replay.stats['loaded_steps'] == 1600
+  rewards = replay.sample(256, 20)['reward']
+  assert rewards.min() >= 500 and ((rewards >= 980) & (rewards < 1020)).any()
+  # A lost middle piece: the pieces around it are never joined.
+  middle = next(p for p in files(tmp_path) if replay_lib._parse(p.name)[2:] == (1, 500))
+  middle.write_bytes(b'corrupt')
+  with pytest.warns(UserWarning):
+    restarted = Replay(tmp_path, capacity=5000, minlen=20, maxlen=20, chunk=500, seed=1)
+  rows = restarted.sample(512, 20)['reward']  # One sequence per row (minlen = maxlen).
+  assert not ((rows < 500).any(1) & (rows >= 1000).any(1)).any(), 'joined across the gap'
+  assert (rows[:, -1] == 499).any(), 'the run before the gap ends there (end priority)'
