@@ -1,0 +1,319 @@
+"""A run never silently poisons itself: the parts, with injected faults (no training runs).
+
+Non-finite env data at the replay, skipped non-finite updates in every precision, non-finite
+metrics in every output, the logdir lock, checkpoints from finite weights only, failed writes.
+Whole training runs with the same faults are in test_reliability_runs.py.
+"""
+import errno
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dreamerv2_tf import finite
+from dreamerv2_tf.divergence import DivergenceError, SkipWatch
+from dreamerv2_tf.files import WriteError
+from dreamerv2_tf.replay import Replay
+from dreamerv2_tf.run_lock import LogdirInUseError, RunLock
+
+
+def transitions(length, nan_at=None, key='vector'):
+  """One episode of `length` steps; `key` holds NaN at step `nan_at`."""
+  for t in range(length):
+    value = np.full(3, float(t), np.float32)
+    if t == nan_at:
+      value[1] = np.nan
+    yield {key: value, 'reward': np.float32(1.0), 'is_first': t == 0,
+           'is_last': t == length - 1, 'is_terminal': False}
+
+
+def stored_values(directory):
+  files = sorted(directory.glob('*.npz'))
+  return files, [dict(np.load(f)) for f in files]
+
+
+# --- Non-finite env data -------------------------------------------------------------------
+
+def test_nonfinite_step_error_names_key_episode_and_step(tmp_path):
+  replay = Replay(tmp_path, minlen=5, maxlen=5)
+  for step in transitions(20):
+    replay.add_step(step)
+  steps = list(transitions(20, nan_at=7))
+  for step in steps[:7]:
+    replay.add_step(step, worker=2)
+  with pytest.raises(finite.NonFiniteDataError) as info:
+    replay.add_step(steps[7], worker=2)
+  message = str(info.value)
+  assert "key 'vector'" in message and 'at step 7 of episode' in message
+  assert 'of env 2' in message and '--replay.nonfinite drop' in message
+  assert '\n' not in message
+  # Nothing of the bad episode is stored; the good one is intact and the worker may go on.
+  files, data = stored_values(tmp_path)
+  assert len(files) == 1 and all(np.isfinite(d['vector']).all() for d in data)
+  for step in transitions(20):
+    replay.add_step(step, worker=2)
+  assert replay.stats['total_steps'] == 40
+
+
+def test_nonfinite_step_drop_drops_the_episode_and_counts_it(tmp_path):
+  replay = Replay(tmp_path, minlen=5, maxlen=5, nonfinite='drop')
+  for step in transitions(20, nan_at=12):
+    replay.add_step(step)
+  for step in transitions(20):
+    replay.add_step(step)
+  assert replay.stats['dropped_episodes'] == 1
+  assert replay.stats['total_steps'] == 20 and replay.stats['total_episodes'] == 1
+  files, data = stored_values(tmp_path)
+  assert len(files) == 1 and all(np.isfinite(d['vector']).all() for d in data)
+  batch = replay.sample(16, 5)  # It never reaches a batch.
+  assert np.isfinite(batch['vector']).all()
+
+
+def test_nonfinite_reward_and_inf_are_caught_too(tmp_path):
+  replay = Replay(tmp_path, minlen=5, maxlen=5, nonfinite='drop')
+  episode = {k: np.stack([s[k] for s in transitions(10)]) for k in next(transitions(1))}
+  episode['reward'][4] = np.inf
+  replay.add_episode(episode)
+  assert replay.stats['dropped_episodes'] == 1 and not list(tmp_path.glob('*.npz'))
+  strict = Replay(tmp_path, minlen=5, maxlen=5)
+  with pytest.raises(finite.NonFiniteDataError, match="inf in key 'reward' at step 4"):
+    strict.add_episode(episode)
+
+
+def test_replay_skips_a_stored_file_with_nan(tmp_path):
+  # Files written before the check existed must not poison a resumed run.
+  good = Replay(tmp_path, minlen=5, maxlen=5)
+  for step in transitions(10):
+    good.add_step(step)
+  bad = {k: np.stack([s[k] for s in transitions(10)]) for k in next(transitions(1))}
+  bad['vector'][3, 0] = np.nan
+  np.savez_compressed(tmp_path / '20000101T000000000000-abc-0-10.npz', **bad)
+  with pytest.warns(UserWarning, match='nan in key .vector. at step 3'):
+    loaded = Replay(tmp_path, minlen=5, maxlen=5)
+  assert loaded.stats['loaded_segments'] == 1 and loaded.stats['skipped_files'] == 1
+
+
+def test_sanitize_keeps_the_policy_input_finite():
+  obs = {'vector': np.array([[1.0, np.nan], [np.inf, 2.0]], np.float32),
+         'is_first': np.array([False, True])}
+  out = finite.sanitize(obs)
+  assert out['vector'].tolist() == [[1.0, 0.0], [0.0, 2.0]] and out['vector'].dtype == np.float32
+  assert out['is_first'].tolist() == [False, True]
+
+
+# --- Diverging updates ---------------------------------------------------------------------
+
+@pytest.mark.parametrize('precision', ['32', 'bf16', '16'])
+def test_nonfinite_loss_is_not_applied(precision):
+  # A NaN reward makes the world model's loss NaN: its weights, Adam slots and step counter stay
+  # as they were, the skip is in the metrics and counted; the next finite batch applies again.
+  from dreamerv2_tf import load_config
+  from dreamerv2_tf.agent import Agent
+  from dreamerv2_tf.synthetic import make_batch, make_spaces
+  config = load_config(['atari', 'debug'], ['--precision', precision])
+  obs_space, act_space = make_spaces(image=(64, 64, 1))
+  agent = Agent(config, obs_space, act_space)
+  batch = make_batch(obs_space, act_space)
+  agent.train(batch)  # Adam moments exist and are non-zero.
+  wm = agent.wm
+  watched = [*[v for m in wm.modules_ for v in m.variables], *wm.opt.opt.variables,
+             agent.ac.rewnorm.mag]
+  before = [np.array(v.numpy()) for v in watched]
+  scale = float(wm.opt.scale.numpy()) if precision == '16' else None
+  poisoned = dict(batch, reward=batch['reward'].copy())
+  poisoned['reward'][1, 3] = np.nan
+  metrics = agent.train(poisoned)
+  assert math.isnan(metrics['model_loss']) and metrics['model_skipped_steps'] == 1.0
+  changed = [v.name for v, old in zip(watched, before) if not np.array_equal(v.numpy(), old)]
+  assert not changed, changed
+  assert int(wm.opt.skipped.numpy()) >= 1
+  if precision == '16':  # Loss scaling still halves its scale.
+    assert float(wm.opt.scale.numpy()) == scale / 2
+  metrics = agent.train(batch)
+  assert metrics['model_skipped_steps'] == 0.0 and math.isfinite(metrics['model_loss'])
+  assert not all(np.array_equal(v.numpy(), old) for v, old in zip(watched, before))
+
+
+def test_skip_watch_stops_after_limit_in_a_row_naming_the_first_failing_loss():
+  watch = SkipWatch(3, latest=lambda: 'logdir/checkpoints/ckpt-100')
+  ok = {'model_loss': 1.0, 'model_skipped_steps': 0.0, 'actor_skipped_steps': 0.0}
+  bad_actor = {'model_loss': 1.0, 'model_skipped_steps': 0.0, 'actor_loss': math.nan,
+               'actor_skipped_steps': 1.0}
+  bad_model = {'model_loss': math.inf, 'reward_loss': math.inf, 'model_skipped_steps': 1.0,
+               'actor_skipped_steps': 0.0}
+  watch(bad_model, 100)
+  watch(bad_model, 200)
+  watch(ok, 300)  # A finite update ends the row.
+  watch(bad_actor, 400)
+  watch(bad_model, 500)
+  with pytest.raises(DivergenceError) as info:
+    watch(bad_model, 600)
+  message = str(info.value)
+  assert '3 updates in a row' in message and 'the first at 400 frames in actor_loss' in message
+  assert 'ckpt-100' in message and '\n' not in message
+  never = SkipWatch(0)
+  for _ in range(1000):
+    never(bad_model, 0)
+
+
+def test_checkpoint_is_never_written_from_nonfinite_weights(tmp_path):
+  import tensorflow as tf
+  from dreamerv2_tf.checkpoints import Checkpoints, NonFiniteWeightsError
+  weight = tf.Variable([1.0, 2.0])
+  checkpoints = Checkpoints(tf.train.Checkpoint(w=weight), tmp_path, [weight])
+  first = checkpoints.save(10)
+  assert checkpoints.save(10) is None  # The latest is never rewritten in place.
+  weight.assign([1.0, np.nan])
+  with pytest.raises(NonFiniteWeightsError, match='not writing checkpoint 20.*ckpt-10'):
+    checkpoints.save(20)
+  assert checkpoints.latest == first and not list(tmp_path.glob('ckpt-20*'))
+  weight.assign([0.0, 0.0])
+  checkpoints.restore(first)
+  assert weight.numpy().tolist() == [1.0, 2.0]
+
+
+# --- Non-finite metrics --------------------------------------------------------------------
+
+def test_nonfinite_metrics_are_logged_everywhere(tmp_path):
+  import tensorflow as tf
+  from dreamerv2_tf.logger import Logger
+  lines = []
+  stream = type('S', (), {'write': lambda self, s: lines.append(s), 'flush': lambda self: 0})()
+  logger = Logger(tmp_path, 4, stream=stream)
+  logger.scalar('model_loss', math.nan)
+  logger.scalar('reward_loss', math.inf)
+  logger.scalar('model_skipped_steps', 2)
+  logger.write(25)
+  logger.scalar('model_loss', 1.5)
+  logger.write(50)
+  logger.close()
+  terminal = ''.join(lines)
+  assert 'model_loss nan' in terminal and 'reward_loss inf' in terminal
+  text = (tmp_path / 'metrics.jsonl').read_text()
+  assert 'NaN' not in text and 'Infinity' not in text  # Strict JSON on every line.
+  records = [json.loads(line) for line in text.splitlines()]
+  assert records[0] == {'step': 100, 'model_loss': None, 'reward_loss': None,
+                        'model_skipped_steps': 2.0}
+  frame = pd.read_json(tmp_path / 'metrics.jsonl', lines=True)
+  assert frame['model_loss'].dtype == np.float64
+  assert math.isnan(frame['model_loss'][0]) and frame['model_loss'][1] == 1.5
+  events = {}
+  for path in tmp_path.glob('events.out.tfevents.*'):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        events[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+  assert math.isnan(events[('model_loss', 100)]) and events[('reward_loss', 100)] == math.inf
+
+
+def test_failed_metrics_write_leaves_no_partial_line(tmp_path, monkeypatch):
+  from dreamerv2_tf import logger as logger_lib
+  logger = logger_lib.Logger(tmp_path, tensorboard=False, stream=open(os.devnull, 'w'))
+  logger.scalar('a', 1.0)
+  logger.write(1)
+  real_write = os.write
+
+  def full_disk(fd, data):  # Takes half the line, then the disk is full.
+    if len(data) > 8:
+      return real_write(fd, data[:len(data) // 2])
+    raise OSError(errno.ENOSPC, 'No space left on device')
+  monkeypatch.setattr(logger_lib.os, 'write', full_disk)
+  logger.scalar('a', 2.0)
+  with pytest.raises(WriteError) as info:
+    logger.write(2)
+  monkeypatch.undo()
+  message = str(info.value)
+  assert str(tmp_path / 'metrics.jsonl') in message and 'No space left on device' in message
+  assert 'free space' in message and '\n' not in message
+  assert (tmp_path / 'metrics.jsonl').read_text() == '{"step": 1, "a": 1.0}\n'
+  logger.scalar('a', 3.0)  # After space is freed, writing goes on.
+  logger.write(3)
+  logger.close()
+  assert list(pd.read_json(tmp_path / 'metrics.jsonl', lines=True)['a']) == [1.0, 3.0]
+
+
+# --- One process per logdir ----------------------------------------------------------------
+
+def test_second_lock_names_the_holder_and_release_frees_it(tmp_path):
+  with RunLock(tmp_path):
+    record = json.loads((tmp_path / 'run.lock').read_text())
+    assert record['pid'] == os.getpid() and record['host'] and record['start']
+    with pytest.raises(LogdirInUseError) as info:
+      RunLock(tmp_path).acquire()
+    message = str(info.value)
+    assert f'in use by process {os.getpid()} on host {record["host"]}' in message
+    assert '\n' not in message
+    with RunLock(tmp_path / 'workers' / 'worker1'):  # One lock per worker's workdir.
+      pass
+  assert not (tmp_path / 'run.lock').exists()
+  with RunLock(tmp_path) as lock:
+    assert lock.took_over is None
+
+
+def test_lock_of_a_killed_process_is_taken_over(tmp_path):
+  code = ('import sys, time; from dreamerv2_tf.run_lock import RunLock; '
+          'RunLock(sys.argv[1]).acquire(); print("locked", flush=True); time.sleep(600)')
+  child = subprocess.Popen([sys.executable, '-c', code, str(tmp_path)], stdout=subprocess.PIPE,
+                           text=True)
+  try:
+    assert child.stdout.readline().strip() == 'locked'
+    with pytest.raises(LogdirInUseError, match=f'process {child.pid} '):
+      RunLock(tmp_path).acquire()
+    child.kill()  # SIGKILL: no cleanup runs, the file stays behind.
+    child.wait()
+    assert json.loads((tmp_path / 'run.lock').read_text())['pid'] == child.pid
+    with RunLock(tmp_path) as lock:
+      assert lock.took_over['pid'] == child.pid
+      assert json.loads((tmp_path / 'run.lock').read_text())['pid'] == os.getpid()
+  finally:
+    child.kill()
+    child.wait()
+
+
+def test_prepare_logdir_locks_before_writing_config(tmp_path):
+  from dreamerv2_tf import load_config
+  from dreamerv2_tf.loop import prepare_logdir
+  config = load_config(['debug'], ['--logdir', str(tmp_path / 'run'), '--task', 'gym:CartPole-v1'])
+  cleanup = []
+  prepare_logdir(config, cleanup=cleanup)
+  saved = (tmp_path / 'run' / 'config.yaml').read_text()
+  other = config.update({'steps': 5})  # A second start with another (allowed) setting.
+  with pytest.raises(LogdirInUseError):
+    prepare_logdir(other)
+  assert (tmp_path / 'run' / 'config.yaml').read_text() == saved
+  worker_cleanup = []  # A second worker locks its own workdir.
+  prepare_logdir(config, chief=False, worker=1, cleanup=worker_cleanup)
+  assert (tmp_path / 'run' / 'workers' / 'worker1' / 'run.lock').exists()
+  for fn in cleanup + worker_cleanup:
+    fn()
+  assert not list((tmp_path / 'run').rglob('run.lock'))
+
+
+# --- Failed writes -------------------------------------------------------------------------
+
+def test_failed_episode_write_is_one_line_naming_the_file(tmp_path, monkeypatch):
+  replay = Replay(tmp_path, minlen=5, maxlen=5)
+  for step in transitions(10):
+    replay.add_step(step)
+
+  def full_disk(file, **arrays):
+    file.write(b'PK half')
+    raise OSError(errno.ENOSPC, 'No space left on device')
+  monkeypatch.setattr(np, 'savez_compressed', full_disk)
+  steps = list(transitions(10))
+  for step in steps[:-1]:
+    replay.add_step(step)
+  with pytest.raises(WriteError) as info:
+    replay.add_step(steps[-1])
+  monkeypatch.undo()
+  message = str(info.value)
+  assert f'could not write the episode {tmp_path}' in message and message.count('\n') == 0
+  assert 'No space left on device' in message and 'rerun the same command' in message
+  assert len(list(tmp_path.iterdir())) == 1  # The stored episode; no temporary file.
+  replay.add_step(steps[-1])  # With space again, the same step goes in.
+  assert len(list(tmp_path.glob('*.npz'))) == 2
