@@ -1,0 +1,85 @@
+"""The configurations compared with the paper's code, and the tolerance (no TensorFlow here)."""
+from __future__ import annotations
+
+import dataclasses
+
+# Largest allowed max|ours - paper| / max|paper| of a compared tensor, in float32. Measured
+# differences are about 1e-7 (float32 rounding in a different order of operations); anything
+# above this is a finding to explain, not a tolerance to widen.
+TOLERANCE = 1e-5
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """One configuration: our presets and overrides, the spaces and the batch.
+
+  Every batch has episode starts at t=0 and one inside a sequence (row 1), after a terminal step.
+  `step` is the agent step the schedules (`actor_ent`, `actor_grad_mix`) are evaluated at.
+  """
+  name: str
+  what: str
+  presets: tuple = ('atari', 'debug')
+  overrides: tuple = ()
+  image: tuple | None = (64, 64, 1)
+  vector: int | None = None
+  actions: int = 6
+  continuous: bool = False
+  batch: int = 3
+  length: int = 8
+  step: int = 400
+  seed: int = 0
+
+
+CASES = (
+    Case('atari', 'discrete actions, image observations (Atari-like), debug sizes'),
+    Case('dmc_proprio', 'continuous actions, vector observations (DMC-proprio-like), debug sizes',
+         presets=('dmc_proprio', 'debug'), image=None, vector=7, actions=3, continuous=True),
+    Case('gaussian', 'Gaussian latents (rssm.discrete 0)',
+         overrides=('--rssm.discrete', '0', '--rssm.stoch', '6')),
+    Case('kl_balance_0.5', 'no KL balancing (kl.balance 0.5)', overrides=('--kl.balance', '0.5')),
+    Case('grad_heads', 'grad_heads without the decoder',
+         overrides=('--grad_heads', 'reward,discount')),
+    Case('layer_norm', 'layer norm in every network', overrides=(r'--.*\.norm', 'layer')),
+    Case('free_nats', 'free nats per step (kl.free_avg false)',
+         overrides=('--kl.free', '0.1', '--kl.free_avg', 'false')),
+    Case('schedules', 'actor_grad both, actor_grad_mix and actor_ent as linear schedules',
+         overrides=('--actor_grad', 'both', '--actor_grad_mix', 'linear(0.3,0.05,1000)',
+                    '--actor_ent', 'linear(3e-3,1e-3,1000)')),
+    Case('atari_full', 'the atari preset at full network sizes', presets=('atari',),
+         batch=2, length=6),
+)
+BY_NAME = {case.name: case for case in CASES}
+SMALL = tuple(case.name for case in CASES if case.name != 'atari_full')
+
+
+def kl_variants(kl_free: float):
+  """(name, kl_loss kwargs): balancing on and off, free nats off and on, both free_avg.
+
+  kl_free: our per-step KL's median on the case's batch, so free nats bind for some steps.
+  """
+  for balance in (0.8, 0.5):
+    for free in (0.0, kl_free):
+      for avg in (True, False):
+        name = f'kl[balance={balance},free={"median" if free else 0},avg={avg}]'
+        yield name, dict(forward=False, balance=balance, free=free, free_avg=avg)
+  yield 'kl[forward,balance=0.8,free=median,avg=True]', dict(
+      forward=True, balance=0.8, free=kl_free, free_avg=True)
+
+
+def variables(layers: dict) -> dict:
+  """Weights by name, `layer/kernel`, `layer/bias` or (norm layers) `layer/gamma`, `layer/beta`.
+
+  Both codes' layers are Keras layers (Keras 3 ours, tf_keras the paper's) with these attributes.
+  """
+  out = {}
+  for name, layer in layers.items():
+    attrs = ('kernel', 'bias') if hasattr(layer, 'kernel') else ('gamma', 'beta')
+    for attr in attrs:
+      out[f'{name}/{attr}'] = getattr(layer, attr)
+  return out
+
+
+def owner(name: str) -> str | None:
+  """The optimizer that trains a weight: model, actor, critic (None: the slow critic)."""
+  top = name.split('/')[0]
+  return {'actor': 'actor', 'critic': 'critic', 'slow_critic': None}.get(top, 'model')
