@@ -69,6 +69,6 @@ class RunEstimate:
             f'{frames:,.0f} frames) finishes in {duration(remaining)} at the measured '
             f'{rate * self.action_repeat:,.1f} frames/s.')
     if remaining > LONG_RUN_SECONDS:
-      text += (' That is expected without a GPU (the paper trained on one). To see the agent '
+      text += ('\nThat is expected without a GPU (the paper trained on one). To see the agent '
                f'learn in minutes on this CPU, run:\n  {QUICK_COMMAND}')
     return text

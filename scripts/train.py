@@ -1,9 +1,9 @@
-"""Train DreamerV2.
+r"""Train DreamerV2.
 
-  python scripts/train.py --configs debug --task gym:CartPole-v1 --steps 20000   # minutes on a CPU
+  python scripts/train.py --configs debug --task gym:CartPole-v1 --steps 20000 '--.*_opt\.lr' 1e-3
   python scripts/train.py --configs atari --task pong
   python scripts/train.py --configs dmc_vision --task walker_walk --logdir ~/logdir/walker
-  python scripts/train.py --help [KEY | BLOCK | PRESET]      # every key with its default and meaning
+  python scripts/train.py --help [KEY | BLOCK | PRESET]   # every key, its default and meaning
 
 Any config key can be overridden with dotted names (`--rssm.deter 200`). Rerunning the same
 command with the same `--logdir` resumes the run. Ctrl-C saves a checkpoint and stops.

@@ -1,4 +1,4 @@
-"""`scripts/train.py --help` (meanings from configs.yaml's comments) and the CPU estimate at start."""
+"""`scripts/train.py --help` (meanings from configs.yaml's comments); the CPU estimate at start."""
 import io
 import os
 import pathlib
@@ -170,6 +170,7 @@ def test_quick_command_is_a_valid_train_command():
   assert args[:2] == ['.venv/bin/python', 'scripts/train.py']
   config = load_config(argv=args[2:])
   assert config.task == 'gym:CartPole-v1' and config.steps == 20000
+  assert config.model_opt.lr == config.actor_opt.lr == config.critic_opt.lr == 1e-3
 
 
 def test_cli_run_on_cpu_prints_the_estimate(tmp_path):
