@@ -2,11 +2,12 @@
 
 A paper run (`--configs atari`, 5e7 agent steps) takes months on a CPU; a newcomer who starts one
 should learn that in the first minute, with the command that shows learning in minutes instead.
-The rate is measured over the first updates after tracing: agent steps per second of wall time,
-so it includes acting, the env and the replay as well as the train step.
+The rate is measured from the end of the first update, so that tracing the train step is left
+out: agent steps per second of wall time, which includes acting, the env and the replay as well
+as the train step. `update` is called after each update returns:
 
-    updates:   1 (traced)   2 ........ 2+measure_updates
-    clock:                  start      stop: steps/s = (step - start step) / (stop - start)
+    update calls:  1 (after tracing)   2 ...   1+measure_updates (and >= min_seconds later)
+    clock:         start                       stop: steps/s = (step - start step) / (stop - start)
 """
 from __future__ import annotations
 
@@ -50,10 +51,10 @@ class RunEstimate:
     if self.done:
       return
     self.updates += 1
-    if self.updates == 2:  # The first update traces the train step: leave it out.
+    if self.updates == 1:  # Called after the first update, which traced the train step.
       self.start = (self.clock(), step)
       return
-    if self.start is None or self.updates < 2 + self.measure_updates:
+    if self.updates < 1 + self.measure_updates:
       return
     seconds, steps = self.clock() - self.start[0], step - self.start[1]
     if seconds < self.min_seconds or steps <= 0:

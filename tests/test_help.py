@@ -136,7 +136,9 @@ def feed(estimate, clock, first_seconds, seconds, steps, updates, step=0):
 def test_estimate_at_the_measured_rate_leaves_out_the_traced_update():
   clock, out = Clock(), io.StringIO()
   estimate = eta.RunEstimate(5e7, 4, cpu=True, stream=out, clock=clock)
-  step = feed(estimate, clock, 60.0, 3.2, 16, 6)
+  # 10 s of prefill before the first update, which traces for 60 s.
+  clock.now += 10.0
+  step = feed(estimate, clock, 60.0, 3.2, 16, 5)
   assert out.getvalue() == ''  # not yet: 5 updates after the traced one
   feed(estimate, clock, 3.2, 3.2, 16, 40, step)
   text = out.getvalue()
