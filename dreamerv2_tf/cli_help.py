@@ -216,6 +216,15 @@ def wants_help(argv: Sequence[str]) -> bool:
   return any(a in HELP_FLAGS or a.startswith('--help=') for a in argv)
 
 
+def preset_chain(argv: Sequence[str]) -> str:
+  """'Config: defaults -> atari -> debug, then --task pong --steps 2000' for a train.py argv."""
+  names, overrides = _parse_argv(argv)
+  text = 'Config: ' + ' -> '.join(['defaults'] + names)
+  if overrides:
+    text += ', then ' + ' '.join(f'--{k} {v}' for k, v in overrides)
+  return text + ' (scripts/train.py --help KEY explains a key)'
+
+
 def _one_key(key: str, values: dict, defaults: dict, comments: Comments,
              per_preset: dict[str, dict], where: str) -> str:
   out = [f'{key} = {_fmt(values[key])}{where}', f'  {comments.keys.get(key, "")}']

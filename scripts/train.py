@@ -23,6 +23,7 @@ def main(argv=None):
     print(cli_help.render(argv), end='')
     return
   config = load_config(argv=argv)
+  print(cli_help.preset_chain(argv), flush=True)
   from dreamerv2_tf.loop import train
   train(None, config)
 

@@ -184,3 +184,12 @@ def test_cli_run_on_cpu_prints_the_estimate(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   lines = [line for line in proc.stdout.splitlines() if line.startswith('CPU estimate')]
   assert len(lines) == 1 and '600 agent steps = 600 frames' in lines[0], proc.stdout[-2000:]
+  # The banner names the preset chain and the overrides before the resolved config.
+  assert proc.stdout.startswith('Config: defaults -> debug, then --task gym:CartPole-v1 '
+                                '--steps 600'), proc.stdout[:300]
+
+
+def test_preset_chain():
+  text = cli_help.preset_chain(['--configs', 'atari', 'debug', '--task', 'pong', '--seed=3'])
+  assert text.startswith('Config: defaults -> atari -> debug, then --task pong --seed 3 (')
+  assert cli_help.preset_chain([]).startswith('Config: defaults (')
