@@ -172,6 +172,8 @@ def test_quick_command_is_a_valid_train_command():
   assert args[:2] == ['.venv/bin/python', 'scripts/train.py']
   config = load_config(argv=args[2:])
   assert config.task == 'gym:CartPole-v1' and config.steps == 20000
+  # The README's quickstart is the command the help and the CPU estimate name.
+  assert cli_help.QUICK_COMMAND in (ROOT / 'README.md').read_text()
   assert config.model_opt.lr == config.actor_opt.lr == config.critic_opt.lr == 1e-3
 
 
