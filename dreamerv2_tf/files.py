@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tempfile
 
 from dreamerv2_tf.config import RunError
@@ -18,16 +19,26 @@ class WriteError(RunError, OSError):
   @classmethod
   def of(cls, path: str | os.PathLike, error: BaseException, what: str = 'file') -> 'WriteError':
     """From the OSError (or TensorFlow error) of a failed write of `what` to `path`."""
-    cause = getattr(error, 'strerror', None) or str(getattr(error, 'message', '') or error)
+    cause = getattr(error, 'strerror', None) or _tf_cause(str(getattr(error, 'message', '') or error))
     cause = ' '.join(cause.split())[:200]  # One line.
-    if getattr(error, 'errno', None) == errno.ENOSPC or 'No space left' in cause:
+    code = getattr(error, 'errno', None)
+    if code == errno.ENOSPC or 'No space left' in cause:
       todo = 'free space on that disk'
-    elif getattr(error, 'errno', None) in (errno.EACCES, errno.EPERM, errno.EROFS):
+    elif code == errno.EFBIG or 'File too large' in cause:
+      todo = 'raise the file size limit (ulimit -f)'
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS) or 'ermission denied' in cause:
       todo = 'make the logdir writable'
     else:
       todo = 'fix the cause'
     return cls(f'could not write the {what} {os.fspath(path)}: {cause}; what was written '
                f'before is intact: {todo}, then rerun the same command to resume')
+
+
+def _tf_cause(message: str) -> str:
+  """The OS's words in a TensorFlow error: '{{function_node ...}} path; No space left on device
+  [Op:SaveV2]' -> 'No space left on device'."""
+  message = re.sub(r'\{\{.*?\}\}|\s*\[Op:\w+\]\s*$', '', message).strip()
+  return message.rsplit('; ', 1)[-1] if '; ' in message else message
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

@@ -317,3 +317,53 @@ def test_failed_episode_write_is_one_line_naming_the_file(tmp_path, monkeypatch)
   assert len(list(tmp_path.iterdir())) == 1  # The stored episode; no temporary file.
   replay.add_step(steps[-1])  # With space again, the same step goes in.
   assert len(list(tmp_path.glob('*.npz'))) == 2
+
+
+FSIZE_CHILD = '''
+import pathlib, resource, signal, sys
+import numpy as np
+import tensorflow as tf
+from dreamerv2_tf.checkpoints import Checkpoints
+from dreamerv2_tf.files import WriteError
+from dreamerv2_tf.replay import Replay
+folder = pathlib.Path(sys.argv[1])
+weight = tf.Variable(tf.ones([50_000]))  # 200 kB.
+checkpoints = Checkpoints(tf.train.Checkpoint(w=weight), folder / 'checkpoints', [weight])
+checkpoints.save(1)
+replay = Replay(folder / 'episodes', minlen=5, maxlen=5)
+episode = {'image': np.zeros((10, 8, 8, 1), np.uint8), 'reward': np.zeros(10, np.float32),
+           'is_first': np.arange(10) == 0, 'is_last': np.arange(10) == 9}
+replay.add_episode(episode)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # Writes past the limit fail with EFBIG.
+resource.setrlimit(resource.RLIMIT_FSIZE, (50_000, 50_000))
+weight.assign(tf.fill([50_000], 2.0))
+for write in (lambda: checkpoints.save(2),
+              lambda: replay.add_episode(dict(episode, image=np.random.default_rng(0).integers(
+                  0, 255, (1000, 8, 8, 1), np.uint8), reward=np.zeros(1000, np.float32),
+                  is_first=np.arange(1000) == 0, is_last=np.arange(1000) == 999))):
+  try:
+    write()
+  except WriteError as e:
+    print(e)
+'''
+
+
+def test_writes_past_the_file_size_limit_fail_whole(tmp_path):
+  # A child process under RLIMIT_FSIZE: large writes fail at the OS level, as on a full disk
+  # (where tmpfs cannot be mounted, this is the OS-level check of the same paths).
+  proc = subprocess.run([sys.executable, '-c', FSIZE_CHILD, str(tmp_path)], capture_output=True,
+                        text=True, timeout=300, env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  checkpoint, episode = proc.stdout.strip().splitlines()
+  assert checkpoint.startswith(f'could not write the checkpoint {tmp_path}/checkpoints/ckpt-2: '
+                               'File too large; ')
+  assert episode.startswith(f'could not write the episode {tmp_path}/episodes/')
+  assert 'File too large' in episode and 'ulimit -f' in episode
+  assert sorted(p.name for p in (tmp_path / 'checkpoints').iterdir()) == [
+      'checkpoint', 'ckpt-1.data-00000-of-00001', 'ckpt-1.index']
+  import tensorflow as tf
+  reader = tf.train.load_checkpoint(str(tmp_path / 'checkpoints' / 'ckpt-1'))
+  (name,) = [n for n in reader.get_variable_to_shape_map() if n.startswith('w/')]
+  assert (reader.get_tensor(name) == 1.0).all()
+  assert len(list((tmp_path / 'episodes').iterdir())) == 1  # The first episode, no temp file.
+  assert Replay(tmp_path / 'episodes', minlen=5, maxlen=5).stats['loaded_steps'] == 10
