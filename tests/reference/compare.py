@@ -37,7 +37,8 @@ GROUPS = (
     ('model loss gradient, every weight', r'grad_model/'),
     ('KL variants (balance, free nats, free_avg): loss', r'kl\[.*/loss$'),
     ('KL variants: gradient w.r.t. post and prior', r'kl\[.*/grad_'),
-    ('imagined trajectory from every posterior', r'imag/(deter|stoch|logits|mean|std|feat|action)$'),
+    ('imagined trajectory from every posterior',
+     r'imag/(deter|stoch|logits|mean|std|feat|action)$'),
     ('imagined discounts and weights', r'imag/(discount|weight)$'),
     ('imagined rewards, slow-critic values', r'imag/(reward|value)$'),
     ('lambda-returns (slow critic)', r'imag/target$'),
@@ -175,9 +176,11 @@ def check_reference() -> None:
 def run_sides(workdir: pathlib.Path, cases: list[str], adam: str = 'legacy') -> None:
   """Runs ours.py, then paper.py, each in its own process, for `cases` into `workdir`."""
   check_reference()
-  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', 'PYTHONPATH': str(ROOT)}
+  path = os.pathsep.join(p for p in (str(ROOT), os.environ.get('PYTHONPATH')) if p)
+  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', 'PYTHONPATH': path}
   env.pop('TF_USE_LEGACY_KERAS', None)
-  for module, extra in (('tests.reference.ours', []), ('tests.reference.paper', [f'--adam={adam}'])):
+  sides = (('tests.reference.ours', []), ('tests.reference.paper', [f'--adam={adam}']))
+  for module, extra in sides:
     proc = subprocess.run([sys.executable, '-m', module, *extra, str(workdir), *cases],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode:

@@ -133,8 +133,8 @@ def run(case: Case, out: pathlib.Path) -> None:
   flat = {k: v for k, v in config.flat.items() if k.split('.')[0] in AGENT_KEYS}
   spec = {'case': case.name, 'config': flat, 'step': case.step,
           'obs': {k: list(v.shape) for k, v in obs_space.spaces.items()},
-          'data_keys': [k for k in obs_space.spaces if k not in agent.wm.heads and
-                        k not in ('reward', 'is_first', 'is_last', 'is_terminal')],
+          'data_keys': [k for k in obs_space.spaces
+                        if k not in ('reward', 'is_first', 'is_last', 'is_terminal')],
           'actions': case.actions, 'continuous': case.continuous}
   np.savez(out / 'inputs.npz', **{f'w/{k}': v.numpy() for k, v in weights.items()},
            **{f'batch/{k}': v for k, v in batch.items()})
