@@ -7,10 +7,8 @@ same logdir resumes from the latest checkpoint and the stored episodes.
 """
 from __future__ import annotations
 
-import datetime
 import pathlib
 import re
-import signal
 import sys
 import time
 
@@ -18,51 +16,8 @@ import numpy as np
 
 from dreamerv2_tf import finite
 from dreamerv2_tf.config import Config, ConfigError
-
-# Keys that shape the networks or the data: a logdir cannot be resumed with other values.
-STRUCTURAL = r'(task|action_repeat|render_size|atari_grayscale|rssm\..*|encoder\..*|decoder\..*|' \
-             r'reward_head\..*|discount_head\..*|actor\..*|critic\..*|pred_discount|' \
-             r'dataset\..*|precision)$'
-
-
-def default_logdir(config: Config) -> pathlib.Path:
-  stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-  return pathlib.Path('logdir') / config.task.replace(':', '_').replace('/', '_') / stamp
-
-
-def prepare_logdir(config: Config, chief: bool = True, worker: int = 0,
-                   cleanup: list | None = None) -> tuple[Config, pathlib.Path]:
-  """Resolves the logdir, locks this process's workdir and checks a resumed run's config.
-
-  Only the chief writes `config.yaml`; other workers of a multi-worker run only check it. The
-  workdir (the logdir; `workers/worker<k>` for other workers) is locked before anything is
-  written (`run_lock`); the lock's release is appended to `cleanup`.
-  """
-  from dreamerv2_tf.run_lock import RunLock
-  if config.strategy == 'multi_worker' and not config.logdir:
-    raise ConfigError('strategy multi_worker needs --logdir: the same path on every worker, '
-                      'on a filesystem they share (the chief writes checkpoints there)')
-  logdir = pathlib.Path(config.logdir) if config.logdir else default_logdir(config)
-  saved = logdir / 'config.yaml'
-  if saved.exists():
-    old = Config.load(saved)
-    diffs = [k for k in sorted(set(old.flat) | set(config.flat))
-             if re.match(STRUCTURAL, k) and old.flat.get(k) != config.flat.get(k)]
-    if diffs:
-      shown = ', '.join(f'{k} {old.flat.get(k)!r} -> {config.flat.get(k)!r}' for k in diffs[:4])
-      raise ConfigError(f'logdir {str(logdir)!r} holds a run with another network or data '
-                        f'layout ({shown}); use a new --logdir or the saved values')
-  config = config.update({'logdir': str(logdir)})
-  lock = RunLock(logdir if chief else logdir / 'workers' / f'worker{worker}').acquire()
-  if cleanup is not None:
-    cleanup.append(lock.release)
-  if lock.took_over:
-    print(f'Took over the lock of process {lock.took_over.get("pid")} on '
-          f'{lock.took_over.get("host")}, which has ended', flush=True)
-  if chief:
-    config.save(saved)
-  return config, logdir
-
+from dreamerv2_tf.logdir import prepare_logdir  # noqa: F401  (also the loop's public API)
+from dreamerv2_tf.stop_signal import StopSignal
 
 def seed_everything(seed: int) -> None:
   import keras
@@ -85,33 +40,6 @@ class Every:
       self.last += (step - self.last) // self.every * self.every
       return True
     return False
-
-
-class StopSignal:
-  """Turns SIGINT/SIGTERM into a flag the loop polls, so it can checkpoint before exiting."""
-
-  def __init__(self):
-    self.received = None
-    self._previous = {}
-
-  def __enter__(self):
-    for sig in (signal.SIGINT, signal.SIGTERM):
-      self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def _handle(self, signum, frame):
-    if self.received is not None:  # A second signal: stop at once.
-      raise KeyboardInterrupt
-    self.received = signal.Signals(signum).name
-    print(f'\n{self.received} received: saving a checkpoint, then stopping '
-          '(send it again to stop at once)', file=sys.stderr, flush=True)
-
-  def __call__(self) -> bool:
-    return self.received is not None
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
 
 
 def train(env, config: Config, eval_env=None) -> pathlib.Path:
@@ -150,6 +78,7 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
   from dreamerv2_tf.driver import Driver, random_policy
   from dreamerv2_tf.eta import RunEstimate
   from dreamerv2_tf.logger import Logger, Progress
+  from dreamerv2_tf.logdir import workdir as worker_dir
   from dreamerv2_tf.replay import Replay
 
   if env is None:
@@ -179,7 +108,7 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
     eval_env_.close()
     raise
   # Every worker acts and keeps its own replay; only the chief writes logs and checkpoints.
-  workdir = logdir if chief else logdir / 'workers' / f'worker{worker}'
+  workdir = worker_dir(logdir, worker)
   print(f'Logdir: {logdir}', flush=True)
   print(f'Strategy: {config.strategy}, {strategy.num_replicas_in_sync} replica(s)'
         f'{"" if chief else "; not the chief: no logs or checkpoints"}', flush=True)
