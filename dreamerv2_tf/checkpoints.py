@@ -50,7 +50,7 @@ class Checkpoints:
   def save(self, number: int) -> str | None:
     """Writes checkpoint `number` (agent steps); returns its path, or None if it exists."""
     latest = self.latest
-    if latest is not None and latest.endswith(f'ckpt-{number}'):
+    if latest is not None and pathlib.Path(latest).name == f'ckpt-{number}':
       return None
     if bad := first_nonfinite(self._variables):
       raise NonFiniteWeightsError(
