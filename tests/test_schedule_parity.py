@@ -182,7 +182,9 @@ def test_schedule_matches_the_papers_counters_one_env(tmp_path, monkeypatch):
   config, ours, lengths = run_ours(tmp_path, monkeypatch, ARGS)
   paper = paper_schedule(lengths, config)
   until = lambda steps: [s for s in steps if s <= config.steps]  # Our last call stops there.
-  assert len(lengths[0]) > 20, lengths  # CartPole episodes end many times in every period.
+  print(f"episodes {len(lengths[0])}; evaluations {ours['evals']}, paper {paper['evals']}; "
+        f"log lines {ours['logs']}, paper {paper['logs']}")
+  assert len(lengths[0]) > 8, lengths  # Episodes end within the periods (limit 100 steps).
   assert ours['prefill_end'] == paper['prefill_end'] >= config.prefill
   assert ours['evals'] == until(paper['evals'])
   assert ours['logs'] == until(paper['logs'])
@@ -204,7 +206,9 @@ def test_schedule_matches_the_papers_counters_two_envs(tmp_path, monkeypatch):
   config, ours, lengths = run_ours(tmp_path, monkeypatch, ARGS, num_envs=2)
   paper = paper_schedule(lengths, config)
   until = lambda steps: [s for s in steps if s <= config.steps]
-  assert min(len(x) for x in lengths) > 10, lengths
+  print(f"episodes {[len(x) for x in lengths]}; prefill end {ours['prefill_end']}, paper "
+        f"{paper['prefill_end']}; evaluations {ours['evals']}, paper {paper['evals']}")
+  assert min(len(x) for x in lengths) > 4, lengths
   assert 0 <= ours['prefill_end'] - config.prefill <= 1
   assert abs(ours['prefill_end'] - paper['prefill_end']) <= 1
   assert len(ours['evals']) == len(until(paper['evals'])), (ours['evals'], paper['evals'])
