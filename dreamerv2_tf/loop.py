@@ -246,7 +246,9 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
       stats = train_replay.stats
       raise ConfigError(
           f'no episode in the replay reaches replay.minlen={config.replay.minlen} steps '
-          f'({stats["loaded_steps"]} steps in {stats["loaded_episodes"]} episodes); lower '
+          f'({stats["loaded_steps"]} steps in {stats["loaded_episodes"]} episodes'
+          + (f', {stats["dropped_episodes"]} dropped for NaN/Inf (replay.nonfinite drop)'
+             if stats['dropped_episodes'] else '') + '); lower '
           '--replay.minlen (and --replay.maxlen), or collect more with --prefill')
     report_dataset = None
     if not resumed and not stop():

@@ -81,24 +81,27 @@ def all_finite(arrays):
 
 @pytest.mark.parametrize('mode', ['error', 'drop'])
 def test_env_returning_nan(tmp_path, mode):
-  # NaN in the observation of the 250th env step: the 3rd episode's step 50.
   args = ['--replay.nonfinite', mode]
   if mode == 'error':
+    # NaN in the observation of the 150th env step: the 2nd episode's step 50.
     with pytest.raises(NonFiniteDataError) as info:
-      run(tmp_path, 400, Probe(nan_at=250), args)
+      run(tmp_path, 300, Probe(nan_at=150), args)
     message = str(info.value)
     assert re.search(r"nan in key 'vector' at step 50 of episode \w+ of env 0", message)
     assert '--replay.nonfinite drop' in message and '\n' not in message
     assert not (tmp_path / 'run.lock').exists()  # Released on the way out.
+    assert len(list((tmp_path / 'train_episodes').glob('*.npz'))) == 1
   else:
-    run(tmp_path, 400, Probe(nan_at=250), args)
+    # NaN at the 250th env step, the 3rd episode's step 50, while the agent acts: the policy
+    # must go on acting (a NaN action would stop the env) and the episode is dropped.
+    run(tmp_path, 300, Probe(nan_at=250), args)
     metrics = pd.read_json(tmp_path / 'metrics.jsonl', lines=True)
     assert metrics['train_dropped_episodes'].max() == 1
     assert np.isfinite(metrics['train_return'].dropna()).all()
     assert np.isfinite(metrics['model_loss'].dropna()).all()
-    assert (tmp_path / 'checkpoints' / 'ckpt-400.index').exists()
+    assert (tmp_path / 'checkpoints' / 'ckpt-300.index').exists()
     train_files = list((tmp_path / 'train_episodes').glob('*.npz'))
-    assert len(train_files) == 3  # Episodes 1, 2 and 4; the 3rd is dropped.
+    assert len(train_files) == 2  # Episodes 1 and 2; the 3rd is dropped.
   episodes = stored(tmp_path)
   assert episodes and all(all_finite(ep.values()) for ep in episodes)
 
