@@ -106,11 +106,12 @@ def test_env_returning_nan(tmp_path, mode):
   assert episodes and all(all_finite(ep.values()) for ep in episodes)
 
 
-def test_diverging_loss_stops_the_run_and_keeps_finite_checkpoints(tmp_path):
+@pytest.mark.parametrize('precision', ['32', 'bf16'])
+def test_diverging_loss_stops_the_run_and_keeps_finite_checkpoints(tmp_path, precision):
   # Rewards of 3e38 from the start (clip_rewards identity): every world-model update has an
   # infinite loss and is skipped; the 5th in a row stops the run.
   args = ['--clip_rewards', 'identity', '--skip_limit', '5', '--train_every', '10',
-          '--log_every', '20']
+          '--log_every', '20', '--precision', precision]
   with pytest.raises(DivergenceError) as info:
     run(tmp_path, 1000, Probe(huge_from=0), args)
   message = str(info.value)
