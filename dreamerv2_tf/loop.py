@@ -80,6 +80,7 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
   from dreamerv2_tf.logger import Logger, Progress
   from dreamerv2_tf.logdir import workdir as worker_dir
   from dreamerv2_tf.replay import Replay
+  from dreamerv2_tf.timeshare import TimeShare
 
   if env is None:
     try:
@@ -174,41 +175,15 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
           logger.video(f'eval_policy_{key}', ep[key][:1000])  # Bounded: Atari runs 27k steps.
       videos['eval'] += 1
 
-  # Where the wall time goes: seconds per part since the last periodic write, logged there as
-  # `time_share_<part>` (`other` is the rest: callbacks, logging, checkpoints), with the env's
-  # own frame rate and the mean policy call. Two perf_counter calls per timed call.
-  spent = dict.fromkeys(('env', 'policy', 'replay', 'train', 'eval'), 0.0)
-  calls = dict.fromkeys(spent, 0)
-  timing = {'start': time.perf_counter()}
-
-  def timed(part, fn):
-    def call(*args, **kwargs):
-      start = time.perf_counter()
-      try:
-        return fn(*args, **kwargs)
-      finally:
-        spent[part] += time.perf_counter() - start
-        calls[part] += 1
-    return call
+  # Where the wall time goes, logged at every periodic write (see timeshare.py).
+  times = TimeShare()
+  timed = times.timed
 
   def log_times():
     for mode, replay in (('train', train_replay), ('eval', eval_replay)):
       if replay.stats['dropped_episodes']:  # Since the start of this process.
         logger.scalar(f'{mode}_dropped_episodes', replay.stats['dropped_episodes'])
-    now = time.perf_counter()
-    wall = now - timing['start']
-    if wall > 0:
-      for part, seconds in spent.items():
-        logger.scalar(f'time_share_{part}', seconds / wall)
-      logger.scalar('time_share_other', max(0.0, 1.0 - sum(spent.values()) / wall))
-      if spent['env'] > 0:  # Each env call steps (or resets) every env of the batch.
-        frames = calls['env'] * train_env.num_envs * config.action_repeat
-        logger.scalar('env_fps', frames / spent['env'])
-      if calls['policy']:
-        logger.scalar('policy_ms', 1e3 * spent['policy'] / calls['policy'])
-    spent.update(dict.fromkeys(spent, 0.0))
-    calls.update(dict.fromkeys(calls, 0))
-    timing['start'] = now
+    times.log(logger, train_env.num_envs * config.action_repeat)
 
   # The driver only resets and steps its env: a namespace of the timed methods is enough.
   timed_env = types.SimpleNamespace(reset=timed('env', train_env.reset),
@@ -306,26 +281,29 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
       if chief and (path := checkpoints.save(int(step))):
         print(f'Saved checkpoint {path}', flush=True)
 
+    def evaluate():
+      # `eval_eps` episodes with the eval policy, then the world model's open-loop videos.
+      nonlocal report_dataset
+      eval_driver.reset()
+      videos['eval'] = 0
+      bar = Progress('Eval', int(config.eval_eps))
+      for done in range(int(config.eval_eps)):
+        eval_driver(policy('eval'), episodes=1)
+        bar.update(done + 1)
+      bar.close()
+      # Evaluation episodes shorter than the replay's minlen (CartPole can fall in 9 steps)
+      # give nothing to sample yet: the eval report then waits for a later evaluation.
+      if 'image' in obs_space.spaces and report_dataset is None and eval_replay.can_sample:
+        report_dataset = iter(eval_replay.dataset(min(6, config.dataset.batch),
+                                                  config.dataset.length))
+      for name, source in (('train', dataset), ('eval', report_dataset)):
+        if source is not None and 'image' in obs_space.spaces:
+          for key, video in agent.report(next(source)).items():
+            logger.video(f'{name}_{key}', video)
+
     while int(step) < config.steps and not stop():
       if should_eval(int(step)):
-        eval_start = time.perf_counter()
-        eval_driver.reset()
-        videos['eval'] = 0
-        bar = Progress('Eval', int(config.eval_eps))
-        for done in range(int(config.eval_eps)):
-          eval_driver(policy('eval'), episodes=1)
-          bar.update(done + 1)
-        bar.close()
-        # Evaluation episodes shorter than the replay's minlen (CartPole can fall in 9 steps)
-        # give nothing to sample yet: the eval report then waits for a later evaluation.
-        if 'image' in obs_space.spaces and report_dataset is None and eval_replay.can_sample:
-          report_dataset = iter(eval_replay.dataset(min(6, config.dataset.batch),
-                                                    config.dataset.length))
-        for name, source in (('train', dataset), ('eval', report_dataset)):
-          if source is not None and 'image' in obs_space.spaces:
-            for key, video in agent.report(next(source)).items():
-              logger.video(f'{name}_{key}', video)
-        spent['eval'] += time.perf_counter() - eval_start
+        timed('eval', evaluate)()
         logger.write(int(step))
         if not stop():
           save()
