@@ -70,7 +70,9 @@ class Acting:
       sample = not state_mean
       latent, _ = self.wm.rssm.obs_step(latent, action, embed, data['is_first'], sample,
                                         with_prior=False)
-      dist = self.ac.actor(self.wm.rssm.get_feat(latent))
+      # Explore mode acts with the exploration behaviour's actor, if it has one.
+      actor = self.expl.ac.actor if mode == 'explore' and self.expl is not None else self.ac.actor
+      dist = actor(self.wm.rssm.get_feat(latent))
       if mode == 'eval':
         action = self._noise(dist.mode(), self.config.eval_noise)
       elif mode == 'explore' and self.config.expl_behavior == 'random':
@@ -119,7 +121,8 @@ class Acting:
     if self.acting_dtype == self.dtype:
       yield
       return
-    layers = keras_layers(self.wm.encoder, self.wm.rssm, self.ac.actor)
+    actors = [self.ac.actor] + ([self.expl.ac.actor] if self.expl is not None else [])
+    layers = keras_layers(self.wm.encoder, self.wm.rssm, *actors)
     saved = [layer.dtype_policy for layer in layers]
     try:
       for layer in layers:

@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-from dreamerv2_tf import conv, distribute, nets, precision
+from dreamerv2_tf import conv, distribute, expl, nets, precision
 from dreamerv2_tf.acting import Acting
 from dreamerv2_tf.noise import Noise, StepNoise
 from dreamerv2_tf.optim import Optimizer
@@ -98,7 +98,8 @@ class WorldModel(tf.Module):
     metrics['model_kl'] = tf.reduce_mean(kl_value)
     metrics['prior_ent'] = tf.reduce_mean(self.rssm.get_dist(prior).entropy())
     metrics['post_ent'] = tf.reduce_mean(self.rssm.get_dist(post).entropy())
-    return model_loss, {'embed': embed, 'feat': feat, 'post': post, 'prior': prior}, metrics
+    outputs = {'embed': embed, 'feat': feat, 'post': post, 'prior': prior, 'kl': kl_value}
+    return model_loss, outputs, metrics
 
   def train(self, data: dict, noise: Noise | None = None) -> tuple[dict, dict]:
     with tf.GradientTape() as tape:
@@ -204,11 +205,17 @@ class ActorCritic(tf.Module):
                                 variables=self.critic.trainable_variables)
 
   def train(self, world_model: WorldModel, start: dict, is_terminal: tf.Tensor,
-            noise: Noise | None = None) -> dict:
-    reward_head = world_model.heads['reward']
+            noise: Noise | None = None, reward_fn=None) -> dict:
+    """One update of actor, critic and slow critic on trajectories imagined from `start`.
+
+    reward_fn: imagined sequence -> reward `[H+1, B*T]`; default the reward head's mode (the
+    task reward; exploration behaviours pass their intrinsic reward, see expl.py).
+    """
+    if reward_fn is None:
+      reward_fn = lambda seq: world_model.heads['reward'](seq['feat']).mode()
     with tf.GradientTape() as actor_tape:
       seq = world_model.imagine(self.actor, start, is_terminal, self.config.imag_horizon, noise)
-      seq['reward'], metrics = self.rewnorm(reward_head(seq['feat']).mode())
+      seq['reward'], metrics = self.rewnorm(reward_fn(seq))
       target, mets = self.target(seq)
       metrics.update(mets)
       actor_loss, mets = self.actor_loss(seq, target)
@@ -355,8 +362,11 @@ class Agent(Acting, tf.Module):
     self.dtype = precision.resolve(config.precision)
     loss_scale = self.dtype == 'mixed_float16'
     self.wm = WorldModel(config, obs_space, self.act_space, self.dtype, loss_scale)
-    self.ac = ActorCritic(config, self.act_space, self.wm.rssm.feat_size, self.step,
-                          self.dtype, loss_scale)
+    make_ac = lambda: ActorCritic(config, self.act_space, self.wm.rssm.feat_size, self.step,
+                                  self.dtype, loss_scale)
+    self.ac = make_ac()
+    # Plan2Explore / model-loss exploration: its own actor-critic, acting in explore mode.
+    self.expl = expl.make(config, self.wm, make_ac, self.dtype, loss_scale)
     self._discrete = isinstance(self.act_space, gym.spaces.Discrete)
     # autograph=False: the traced code has no tensor-dependent Python control flow (tf.cond is
     # explicit), and converting the config and Keras internals only costs trace time.
@@ -370,14 +380,21 @@ class Agent(Acting, tf.Module):
   @property
   def weights_(self) -> list:
     """Every network weight, optimizer slot and counter of the agent, in a fixed order."""
-    ac = self.ac
-    modules = [*self.wm.modules_, ac.actor, ac.critic]
-    if ac.target_critic is not ac.critic:
-      modules.append(ac.target_critic)
-    opts = [self.wm.opt, ac.actor_opt, ac.critic_opt]
+    acs = [self.ac] + ([self.expl.ac] if self.expl is not None else [])
+    modules, opts, counters = list(self.wm.modules_), [self.wm.opt], []
+    for ac in acs:
+      modules += [ac.actor, ac.critic] + ([ac.target_critic] if ac.target_critic is not ac.critic
+                                          else [])
+      opts += [ac.actor_opt, ac.critic_opt]
+      counters += [ac.updates, ac.rewnorm.mag]
+    if self.expl is not None:
+      modules += self.expl.modules_
+      opts.append(self.expl.opt)
+      counters += [n.mag for n in (getattr(self.expl, 'intr_norm', None),
+                                   getattr(self.expl, 'extr_norm', None)) if n is not None]
     scales = [v for o in opts if o._loss_scale for v in (o.scale, o.good_steps)]
     return ([v for m in modules for v in m.variables] + [v for o in opts for v in o.opt.variables]
-            + scales + [ac.updates, ac.rewnorm.mag, self.step])
+            + scales + counters + [self.step])
 
   def report(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Open-loop video predictions of the world model for the image keys of a batch."""
@@ -402,6 +419,9 @@ class Agent(Acting, tf.Module):
     data = self.wm.preprocess(data)
     outputs, metrics = self.wm.train(data, noise)
     metrics.update(self.ac.train(self.wm, outputs['post'], data['is_terminal'], noise))
+    if self.expl is not None:
+      mets = self.expl.train(self.wm, outputs, data, noise)
+      metrics.update({f'expl_{k}': v for k, v in mets.items()})
     return metrics
 
   def train(self, batch: Mapping[str, np.ndarray]) -> dict[str, float]:

@@ -31,7 +31,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     r'strategy': ('default', 'mirrored', 'multi_worker'),
     r'envs_parallel': ('auto', 'none', 'process', 'ale_vector'),
     r'replay\.nonfinite': ('error', 'drop'),
-    r'expl_behavior': ('greedy', 'random'),
+    r'expl_behavior': ('greedy', 'random', 'plan2explore', 'model_loss'),
+    r'disag_target': ('stoch', 'deter', 'feat', 'embed'),
+    r'expl_model_loss': ('kl',),
+    r'expl_head\.dist': ('mse',),
     r'.*_opt\.opt': ('adam',),
     r'(reward_head|critic)\.dist': ('mse',),
     r'discount_head\.dist': ('binary',),
@@ -40,6 +43,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 RANGES: dict[str, tuple[float, float | None]] = {
     r'kl\.balance|discount|discount_lambda': (0, 1),
     r'dataset\.(batch|length)|imag_horizon|rssm\.(hidden|deter|stoch)': (1, None),
+    r'disag_models': (2, None),  # Their disagreement is a standard deviation.
+    r'disag_offset': (0, None),
     r'rssm\.discrete': (0, None),  # 0 selects Gaussian latents (the paper's ablation).
     r'skip_limit': (0, None),  # 0: never stop for skipped updates.
 }

@@ -24,6 +24,9 @@ def run_step(*args):
     # batch statistic from all replicas; continuous actions (truncated-normal samples, dynamics
     # backprop). Two steps: the second starts from Adam moments and a moved slow critic.
     (('--continuous', '--kl.free', '0.1', '--reward_norm.momentum', '0.5'), 2, 1e-5),
+    # Plan2Explore: the ensemble, its optimizer, the intrinsic-reward normaliser (moving, so its
+    # statistic must be global) and the exploration actor-critic update alike on 2 replicas.
+    (('--expl_behavior', 'plan2explore', '--expl_reward_norm.momentum', '0.5'), 2, 1e-5),
     # mixed_float16 with loss scaling (its skip-or-apply decision is taken across replicas).
     # One step: float16 sums in a different order can overflow on one side only, later.
     (('--precision', '16'), 1, 1e-3),
