@@ -1,5 +1,6 @@
 # Two commands set everything up on a fresh machine:
-#   make train   creates .venv if needed and runs the main job
+#   make train   creates .venv if needed and runs the paper's Atari Pong run (days on a GPU,
+#                months on a CPU; the README's quickstart learns CartPole in minutes)
 #   make test    creates .venv if needed and runs the test suite
 PYTHON ?= python3
 VENV ?= .venv

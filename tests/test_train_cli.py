@@ -2,6 +2,7 @@
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -131,7 +132,11 @@ def test_sigkill_then_resume_from_last_checkpoint(tmp_path):
   _wait_for(lambda: len(checkpoints(tmp_path)) >= 2, proc)
   proc.kill()
   proc.wait()
-  last = checkpoints(tmp_path)[-1]
+  # The checkpoint a resume takes is the last one the manager recorded in its state file: the
+  # kill can land after a checkpoint's files exist but before it is recorded.
+  state = (tmp_path / 'checkpoints' / 'checkpoint').read_text()
+  last = int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', state).group(1))
+  assert last in checkpoints(tmp_path)
   proc = run(args[:-1] + ['700'])
   assert 'Resumed from' in proc.stdout
   resumed = [line for line in proc.stdout.splitlines() if line.startswith('Resumed from')][0]
