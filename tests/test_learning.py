@@ -63,21 +63,25 @@ class EdgeNoise(noise.Noise):
     return tf.where(u > 0.99, 1 - 2.0 ** -24, u)
 
 
+def train_on(env_cls, logdir, precision: str, steps: int):
+  """Trains the debug preset, with the learning tests' settings, on `env_cls`; the metrics."""
+  config = dreamerv2_tf.load_config(['debug'], [
+      '--precision', precision, '--logdir', str(logdir), '--seed', '0', '--steps', str(steps),
+      '--prefill', '500', '--eval_every', '1000', '--eval_eps', '10', '--log_every', '500',
+      '--time_limit', '0', '--train_every', '5', '--dataset.length', '16', '--dataset.batch', '8',
+      '--replay.minlen', '16', '--replay.maxlen', '16', '--model_opt.lr', '1e-3',
+      '--actor_opt.lr', '1e-3', '--critic_opt.lr', '1e-3', '--discount', '0.9'])
+  dreamerv2_tf.train(env_cls(), config, eval_env=env_cls())
+  import pandas
+  return pandas.read_json(logdir / 'metrics.jsonl', lines=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize('precision', ['32', 'bf16'])
 def test_dreamer_learns_the_cue_task(tmp_path, precision):
   # bf16 is the fast CPU path (`precision: auto` on CPUs with native bfloat16): it has to
   # learn as well as float32, within the same bounds.
-  config = dreamerv2_tf.load_config(['debug'], [
-      '--precision', precision,
-      '--logdir', str(tmp_path), '--seed', '0', '--steps', '6000', '--prefill', '500',
-      '--eval_every', '1000', '--eval_eps', '10', '--log_every', '500', '--time_limit', '0',
-      '--train_every', '5', '--dataset.length', '16', '--dataset.batch', '8',
-      '--replay.minlen', '16', '--replay.maxlen', '16', '--model_opt.lr', '1e-3',
-      '--actor_opt.lr', '1e-3', '--critic_opt.lr', '1e-3', '--discount', '0.9'])
-  dreamerv2_tf.train(CueEnv(), config, eval_env=CueEnv())
-  import pandas
-  metrics = pandas.read_json(tmp_path / 'metrics.jsonl', lines=True)
+  metrics = train_on(CueEnv, tmp_path, precision, 6000)
   evals = metrics.dropna(subset=['eval_return'])
   first, last = evals['eval_return'].iloc[0], evals['eval_return'].iloc[-2:].mean()
   # Chance is 10 with a standard deviation of about 0.7 over 10 episodes; measured here the
@@ -92,16 +96,7 @@ def test_dreamer_learns_continuous_actions_through_edge_draws(tmp_path, monkeypa
   # sampler's edge draws forced: before the fix the first saturated mean met at a draw of 0
   # turned the sample, then the gradients, then every weight into NaN.
   monkeypatch.setattr(agent, 'Noise', EdgeNoise)
-  config = dreamerv2_tf.load_config(['debug'], [
-      '--precision', '32',
-      '--logdir', str(tmp_path), '--seed', '0', '--steps', '4000', '--prefill', '500',
-      '--eval_every', '1000', '--eval_eps', '10', '--log_every', '500', '--time_limit', '0',
-      '--train_every', '5', '--dataset.length', '16', '--dataset.batch', '8',
-      '--replay.minlen', '16', '--replay.maxlen', '16', '--model_opt.lr', '1e-3',
-      '--actor_opt.lr', '1e-3', '--critic_opt.lr', '1e-3', '--discount', '0.9'])
-  dreamerv2_tf.train(ContinuousCueEnv(), config, eval_env=ContinuousCueEnv())
-  import pandas
-  metrics = pandas.read_json(tmp_path / 'metrics.jsonl', lines=True)
+  metrics = train_on(ContinuousCueEnv, tmp_path, '32', 4000)
   evals = metrics.dropna(subset=['eval_return'])
   first, last = evals['eval_return'].iloc[0], evals['eval_return'].iloc[-2:].mean()
   # The first evaluation acts with the untrained mode (about 0); measured here: -0.1 at 500

@@ -66,6 +66,29 @@ def kl_variants(kl_free: float):
       forward=True, balance=0.8, free=kl_free, free_avg=True)
 
 
+def kl_results(rssm, post: dict, prior: dict, kl_free: float) -> dict:
+  """Each KL variant's loss and its gradients w.r.t. the posterior's and prior's statistics.
+
+  `rssm` is either code's RSSM (both have `kl_loss(post, prior, **kwargs)`); the statistics are
+  every state key but `stoch` and `deter` (the paper's Gaussian `logit` key is named `logits`).
+  """
+  import tensorflow as tf  # Here, so that this module stays importable without TensorFlow.
+  res = {}
+  for name, kwargs in kl_variants(kl_free):
+    post_ = {k: tf.constant(v) for k, v in post.items()}
+    prior_ = {k: tf.constant(v) for k, v in prior.items()}
+    stats = [k for k in post_ if k not in ('stoch', 'deter')]
+    with tf.GradientTape() as tape:
+      tape.watch([post_[k] for k in stats] + [prior_[k] for k in stats])
+      loss, _ = rssm.kl_loss(post_, prior_, **kwargs)
+    grads = tape.gradient(loss, [post_[k] for k in stats] + [prior_[k] for k in stats])
+    res[f'{name}/loss'] = loss
+    for side, part in (('post', grads[:len(stats)]), ('prior', grads[len(stats):])):
+      for k, g in zip(stats, part):
+        res[f'{name}/grad_{side}_{"logits" if k == "logit" else k}'] = g
+  return res
+
+
 def variables(layers: dict) -> dict:
   """Weights by name, `layer/kernel`, `layer/bias` or (norm layers) `layer/gamma`, `layer/beta`.
 

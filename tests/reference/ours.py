@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from tests.reference.cases import BY_NAME, Case, kl_variants, owner, variables
+from tests.reference.cases import BY_NAME, Case, kl_results, owner, variables
 
 CLIP = 1e-6  # The truncated-normal sample's straight-through clip (both codes use 1e-6).
 
@@ -177,18 +177,7 @@ def quantities(agent, batch: dict, weights: dict, tf) -> tuple[dict, float]:
   # KL balancing and free nats on the same posteriors and priors, with their gradients.
   _, kl_value = wm.rssm.kl_loss(outs['post'], outs['prior'], **dict(config.kl.to_dict()))
   kl_free = float(np.median(kl_value))  # Free nats between the smallest and largest KL.
-  for name, kwargs in kl_variants(kl_free):
-    post = {k: tf.constant(v) for k, v in outs['post'].items()}
-    prior = {k: tf.constant(v) for k, v in outs['prior'].items()}
-    stats = [k for k in post if k not in ('stoch', 'deter')]
-    with tf.GradientTape() as tape:
-      tape.watch([post[k] for k in stats] + [prior[k] for k in stats])
-      loss, _ = wm.rssm.kl_loss(post, prior, **kwargs)
-    grads = tape.gradient(loss, [post[k] for k in stats] + [prior[k] for k in stats])
-    res[f'{name}/loss'] = loss
-    for side, part in (('post', grads[:len(stats)]), ('prior', grads[len(stats):])):
-      for k, g in zip(stats, part):
-        res[f'{name}/grad_{side}_{k}'] = g
+  res.update(kl_results(wm.rssm, outs['post'], outs['prior'], kl_free))
 
   # Actor-critic on imagined trajectories from every posterior state, per actor gradient.
   actor_vars = {k: v for k, v in weights.items() if owner(k) == 'actor'}

@@ -29,7 +29,7 @@ import types
 
 import numpy as np
 
-from tests.reference.cases import kl_variants, owner, variables
+from tests.reference.cases import kl_results, owner, variables
 
 INSTALL = 'pip install --no-deps dreamerv2==2.2.0'
 
@@ -254,18 +254,7 @@ def quantities(agnt, agent, data, weights, spec, tf) -> dict:
   init = {k: v[:, 2] for k, v in outs['post'].items()}
   res.update(_named(wm.rssm.imagine(data['action'][:, 3:], init), 'openl'))
 
-  for name, kwargs in kl_variants(spec['kl_free']):
-    post = {k: tf.constant(v) for k, v in outs['post'].items()}
-    prior = {k: tf.constant(v) for k, v in outs['prior'].items()}
-    stats = [k for k in post if k not in ('stoch', 'deter')]
-    with tf.GradientTape() as tape:
-      tape.watch([post[k] for k in stats] + [prior[k] for k in stats])
-      loss, _ = wm.rssm.kl_loss(post, prior, **kwargs)
-    grads = tape.gradient(loss, [post[k] for k in stats] + [prior[k] for k in stats])
-    res[f'{name}/loss'] = loss
-    for side, part in (('post', grads[:len(stats)]), ('prior', grads[len(stats):])):
-      for k, g in zip(stats, part):
-        res[f'{name}/grad_{side}_{"logits" if k == "logit" else k}'] = g
+  res.update(kl_results(wm.rssm, outs['post'], outs['prior'], spec['kl_free']))
 
   actor_vars = {k: v for k, v in weights.items() if owner(k) == 'actor'}
   critic_vars = {k: v for k, v in weights.items() if owner(k) == 'critic'}
