@@ -89,7 +89,7 @@ def test_preset_names_in_all_forms():
 def test_crafter_regex_sets_every_norm_and_nothing_else():
   c = load_config('crafter')
   norms = {k: v for k, v in c.flat.items() if k.endswith('.norm')}
-  assert len(norms) == 7 and set(norms.values()) == {'layer'}
+  assert len(norms) == 8 and set(norms.values()) == {'layer'}  # expl_head too, as in the paper
   assert c.rssm.gru_norm is True  # ends in _norm, not .norm
   assert load_config().rssm.norm == 'none'
 
@@ -100,7 +100,7 @@ def test_cli_dotted_equals_and_regex_overrides():
   c = load_config('atari', ['--rssm.deter', '200', '--kl.balance=0.5', r'--.*\.act', 'relu'])
   assert c.rssm.deter == 200 and c.rssm.hidden == 600 and c.kl.balance == 0.5
   acts = {k: v for k, v in c.flat.items() if k.endswith('.act')}
-  assert len(acts) == 7 and set(acts.values()) == {'relu'}
+  assert len(acts) == 8 and set(acts.values()) == {'relu'}
   assert c.rssm.std_act == 'sigmoid2'
   assert load_config('atari', [r'--.*\.norm', 'layer']).actor.norm == 'layer'
 
