@@ -80,3 +80,42 @@ def test_profile_step_categories():
           'ConcatV2': 'data movement', 'StatelessRandomUniformV2': 'random',
           'ResourceApplyAdam': 'optimizer', 'Mul': 'elementwise'}
   assert {op: prof.category(op) for op in want} == want
+
+
+def test_bench_reference_alternates_rows_and_compares_with_the_paper_best(tmp_path, monkeypatch,
+                                                                          capsys):
+  # The rows' processes are faked: this checks the order (rows alternate within each round, so a
+  # shared machine's load hits both codes alike) and the ratios, not TensorFlow.
+  import importlib.util
+  spec = importlib.util.spec_from_file_location('bench_reference',
+                                                ROOT / 'scripts' / 'bench_reference.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  train = {('ours', 'bf16'): 2.0, ('paper', '32'): 8.0, ('ours', '32'): 4.0, ('paper', 'bf16'): 5.0}
+  policy = {('ours', 'bf16'): 2.0, ('paper', '32'): 6.0, ('ours', '32'): 3.0, ('paper', 'bf16'): 9.0}
+  calls = []
+
+  def fake_run(args, legacy_keras=False):
+    if args[0] == '-c':
+      return {'float32': 100.0, 'bfloat16': 400.0}
+    side, prec = args[2], args[3]
+    assert legacy_keras == (side == 'paper')  # The paper's code runs on tf_keras.
+    calls.append((side, prec))
+    row = {'train_step_s': [train[side, prec]] * 3, 'first_call_s': 30.0,
+           'train_step_median_s': train[side, prec], 'policy_step_median_ms': policy[side, prec]}
+    if side == 'ours':
+      row['gflop_per_train_step'] = 800.0
+    return row
+
+  monkeypatch.setattr(module, '_run', fake_run)
+  out = tmp_path / 'ref.json'
+  assert module.main(['--rounds', '2', '--out', str(out)]) == 0
+  assert calls == list(module.ROWS) * 2
+  result = json.loads(out.read_text())
+  assert json.loads(capsys.readouterr().out) == result
+  rows = {(r['side'], r['precision']): r for r in result['rows']}
+  assert rows['ours', 'bf16']['train_speedup_vs_paper_best'] == 2.5  # 5.0 / 2.0
+  assert rows['ours', '32']['policy_speedup_vs_paper_best'] == 2.0  # 6.0 / 3.0
+  assert rows['ours', 'bf16']['fraction_of_matmul_peak'] == 1.0  # 800 / 2.0 / 400
+  assert rows['ours', '32']['fraction_of_matmul_peak'] == 2.0  # 800 / 4.0 / 100
+  assert 'fraction_of_matmul_peak' not in rows['paper', '32']
