@@ -83,7 +83,7 @@ class Plan2Explore(tf.Module):
       loss = -tf.add_n([tf.reduce_mean(h(inputs).log_prob(targets)) for h in self.heads])
     metrics = self.opt(tape, loss)
     metrics.update(self.ac.train(wm, outputs['post'], data['is_terminal'], noise,
-                                 reward_fn=lambda seq: self._reward(wm, seq)))
+                                 reward_fn=lambda seq: self.reward(wm, seq)))
     return metrics
 
   def disagreement(self, feat: tf.Tensor, action: tf.Tensor) -> tf.Tensor:
@@ -92,7 +92,12 @@ class Plan2Explore(tf.Module):
     preds = tf.stack([h(inputs).mode() for h in self.heads], 0)
     return tf.reduce_mean(tf.math.reduce_std(preds, 0), -1)
 
-  def _reward(self, wm, seq: dict) -> tf.Tensor:
+  def reward(self, wm, seq: dict) -> tf.Tensor:
+    """The exploration actor's reward on an imagined sequence (time-major), `[H+1, B*T]`.
+
+    intr_scale * norm(disagreement) + extr_scale * norm(task reward); each call updates both
+    normalisers' running magnitudes.
+    """
     disag = self.disagreement(seq['feat'], seq['action'])
     if self.config.disag_log:
       disag = tf.math.log(disag)
@@ -124,10 +129,14 @@ class ModelLoss(tf.Module):
       loss = -tf.reduce_mean(self.head(feat).log_prob(target))
     metrics = self.opt(tape, loss)
     metrics.update(self.ac.train(wm, outputs['post'], data['is_terminal'], noise,
-                                 reward_fn=lambda seq: self._reward(wm, seq)))
+                                 reward_fn=lambda seq: self.reward(wm, seq)))
     return metrics
 
-  def _reward(self, wm, seq: dict) -> tf.Tensor:
+  def reward(self, wm, seq: dict) -> tf.Tensor:
+    """The exploration actor's reward on an imagined sequence (time-major), `[H+1, B*T]`.
+
+    intr_scale * predicted KL + extr_scale * task reward, neither normalised (as the paper's).
+    """
     reward = self.config.expl_intr_scale * self.head(seq['feat']).mode()
     if self.config.expl_extr_scale:
       reward += self.config.expl_extr_scale * wm.heads['reward'](seq['feat']).mode()

@@ -48,8 +48,11 @@ class StreamNorm(tf.Module):
     self.mag = tf.Variable(1.0, trainable=False, dtype=tf.float64)
 
   def __call__(self, inputs: tf.Tensor) -> tuple[tf.Tensor, dict]:
-    # The batch statistic is the global batch's: replicas average theirs (equal shares).
-    mag = distribute.all_mean(tf.cast(tf.reduce_mean(tf.abs(inputs)), tf.float64))
+    # The batch statistic is the global batch's: replicas average theirs (equal shares). It is a
+    # constant to gradients, as in the paper's code (which reads it back from its variable):
+    # with momentum < 1 the actor's dynamics gradient would otherwise also flow through it.
+    mag = tf.stop_gradient(tf.reduce_mean(tf.abs(inputs)))
+    mag = distribute.all_mean(tf.cast(mag, tf.float64))
     mag = self._momentum * self.mag + (1 - self._momentum) * mag
     # A non-finite batch (its update is skipped, see optim.py) leaves the statistic as it was.
     mag = tf.where(tf.math.is_finite(mag), mag, self.mag)

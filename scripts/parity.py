@@ -3,7 +3,9 @@
 Builds our float32 agent and the paper's (`dreamerv2==2.2.0`, each in its own process), copies
 our weights into the paper's layers, replaces every sample by its mode on both sides and
 compares, per configuration: encoder, decoder, RSSM states, world-model losses and gradients,
-imagination, lambda-returns, actor and critic losses and gradients, and one whole train step.
+imagination, lambda-returns, actor and critic losses and gradients, and one whole train step;
+in the exploration configurations, the behaviour against the paper's expl.py (the ensemble's
+loss and gradient, the disagreement and normalised rewards, its actor-critic, one update).
 Prints a table (quantity, configuration, max abs diff, max rel diff, tolerance, pass) and exits
 with status 1 if a row fails. See docs/parity.md.
 

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 
 from dreamerv2_tf.agent import Agent
-from dreamerv2_tf.returns import discount_weights, lambda_return
+from dreamerv2_tf.returns import StreamNorm, discount_weights, lambda_return
 from dreamerv2_tf.synthetic import make_batch, make_spaces
 
 
@@ -45,6 +45,22 @@ def test_discount_weights_shift_by_one():
   got = discount_weights(tf.constant(disc)).numpy()[:, 0]
   # The state after a terminal (index 1) still counts; the one after it does not.
   np.testing.assert_allclose(got, [1.0, 0.9, 0.0, 0.0])
+
+
+def test_stream_norm_divides_by_a_running_magnitude_that_is_constant_to_gradients():
+  # mag <- m * mag + (1 - m) * mean|x|, then x / (mag + eps) * scale. The magnitude is a
+  # statistic: as in the paper's code, the gradient sees it as a constant (with m < 1 the
+  # exploration actor's dynamics gradient flowed through it; docs/parity.md, plan2explore).
+  norm = StreamNorm(momentum=0.5, scale=2.0, eps=1e-8)
+  x = tf.constant([[1.0, -3.0], [2.0, 0.5]])
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    out, _ = norm(x)
+  mag = 0.5 * 1.0 + 0.5 * np.abs(x.numpy()).mean()
+  np.testing.assert_allclose(out.numpy(), x.numpy() / (mag + 1e-8) * 2, rtol=1e-6)
+  np.testing.assert_allclose(tape.gradient(out, x).numpy(), np.full([2, 2], 2 / (mag + 1e-8)),
+                             rtol=1e-6)
+  assert float(norm.mag) == pytest.approx(mag)
 
 
 @pytest.fixture(scope='module')

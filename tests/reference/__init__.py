@@ -7,6 +7,8 @@ Both sides run in their own process (ours on Keras 3, the paper's on tf_keras, w
             the config (`inputs.npz`, `case.json`), then every compared quantity (`ours.npz`).
   paper.py  builds the paper's agent from the same config, loads those weights into its layers
             (after one forward pass creates them), computes the same quantities (`paper.npz`).
+  expl_ours.py, expl_paper.py  the same for an exploration case (Plan2Explore, model loss):
+            the behaviour's quantities, against the paper's `expl.py`.
   compare.py  runs both and compares them name by name: the table of `scripts/parity.py` and
             the rows `tests/test_parity.py` asserts.
 

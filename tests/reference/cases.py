@@ -1,6 +1,7 @@
 """The configurations compared with the paper's code, and the tolerance (no TensorFlow here)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 # Largest allowed max|ours - paper| / max|paper| of a compared tensor, in float32. Measured
@@ -47,9 +48,30 @@ CASES = (
                     '--actor_ent', 'linear(3e-3,1e-3,1000)')),
     Case('atari_full', 'the atari preset at full network sizes', presets=('atari',),
          batch=2, length=6),
+    # The exploration cases compare the behaviour only (expl_ours.py, expl_paper.py).
+    Case('plan2explore', 'Plan2Explore (stoch target, action-conditioned), intrinsic and task '
+         'rewards normalised, continuous actions', presets=('dmc_proprio', 'debug'), image=None,
+         vector=7, actions=3, continuous=True,
+         overrides=('--expl_behavior', 'plan2explore', '--disag_target', 'stoch',
+                    '--disag_action_cond', 'true', '--expl_intr_scale', '2',
+                    '--expl_extr_scale', '0.5', '--expl_reward_norm.momentum', '0.5')),
+    Case('model_loss', 'model-loss exploration (a head predicts the per-step KL), discrete '
+         'actions', overrides=('--expl_behavior', 'model_loss', '--expl_intr_scale', '2',
+                               '--expl_extr_scale', '0.5')),
 )
 BY_NAME = {case.name: case for case in CASES}
 SMALL = tuple(case.name for case in CASES if case.name != 'atari_full')
+EXPL_BEHAVIORS = ('plan2explore', 'model_loss')
+
+# Paper-side runs of a case with settings changed, on the same weights and batch, named by
+# `changed_name`: our numbers against them must fail (tests/test_parity.py). The two settings
+# here show in different rows (measured alone: disag_offset in the ensemble's gradient and the
+# update, expl_intr_scale from the mixed reward on; neither in the other's first row).
+CHANGED = (('plan2explore', {'disag_offset': 2, 'expl_intr_scale': 1.0}),)
+
+
+def changed_name(case: str, changes: dict) -> str:
+  return case + '~' + ','.join(f'{k}={v}' for k, v in changes.items())
 
 
 def kl_variants(kl_free: float):
@@ -103,6 +125,53 @@ def variables(layers: dict) -> dict:
 
 
 def owner(name: str) -> str | None:
-  """The optimizer that trains a weight: model, actor, critic (None: the slow critic)."""
+  """The optimizer that trains a weight: model, actor, critic, expl (the ensemble or head),
+  expl_actor, expl_critic (None: a slow critic)."""
   top = name.split('/')[0]
-  return {'actor': 'actor', 'critic': 'critic', 'slow_critic': None}.get(top, 'model')
+  if top in ('slow_critic', 'expl_slow_critic'):
+    return None
+  return top if top in ('actor', 'critic', 'expl', 'expl_actor', 'expl_critic') else 'model'
+
+
+class Recorder:
+  """Stands in for a callable (a reward normaliser) and keeps its inputs and outputs."""
+
+  def __init__(self, fn):
+    self.fn, self.calls = fn, []
+
+  def __call__(self, inputs):
+    outputs = self.fn(inputs)
+    self.calls.append((inputs, outputs))
+    return outputs
+
+
+class GradientRecorder:
+  """Stands in for an optimizer: keeps the loss and its gradient for `named` weights, no step.
+
+  Called as either code's optimizer is, `opt(tape, loss[, modules])`.
+  """
+
+  def __init__(self, named: dict):
+    self.named, self.loss, self.grads = named, None, None
+
+  def __call__(self, tape, loss, *modules):
+    del modules
+    self.loss = loss
+    self.grads = tape.gradient(loss, list(self.named.values()))
+    return {}
+
+
+@contextlib.contextmanager
+def swapped(obj, **attrs):
+  """Sets attributes of `obj` (e.g. a method on the instance) for the block, then restores."""
+  saved = {k: obj.__dict__[k] for k in attrs if k in obj.__dict__}
+  for key, value in attrs.items():
+    setattr(obj, key, value)
+  try:
+    yield obj
+  finally:
+    for key in attrs:
+      if key in saved:
+        setattr(obj, key, saved[key])
+      else:
+        delattr(obj, key)

@@ -11,12 +11,13 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 
-from tests.reference.cases import BY_NAME, TOLERANCE
+from tests.reference.cases import BY_NAME, CHANGED, EXPL_BEHAVIORS, TOLERANCE, changed_name
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 INSTALL = f'{sys.executable} -m pip install --no-deps dreamerv2==2.2.0'
@@ -55,6 +56,25 @@ GROUPS = (
     ('train step: metrics', r'train_metric/'),
 )
 
+# The exploration cases' groups (expl_ours.py says what each quantity is).
+EXPL_GROUPS = (
+    ('exploration: ensemble / head loss', r'expl_loss/loss$'),
+    ('exploration: ensemble / head loss gradient', r'expl_loss/grad/'),
+    ('exploration: imagined trajectory (its actor)', r'expl_imag/(feat|action)$'),
+    ('exploration: disagreement (intrinsic reward)', r'expl_reward/disag$'),
+    ('exploration: normalised intrinsic and task rewards',
+     r'expl_reward/(intr_normed|extr|extr_normed)$'),
+    ('exploration: mixed reward', r'expl_reward/mixed$'),
+    ('exploration: slow-critic values, lambda-returns', r'expl_imag/(value|target)$'),
+    ('exploration: actor loss', r'expl_actor/(loss|metric/)'),
+    ('exploration: actor gradient', r'expl_actor/grad/'),
+    ('exploration: critic loss', r'expl_critic/(loss|metric/)'),
+    ('exploration: critic gradient', r'expl_critic/grad/'),
+    ('exploration update: every weight after', r'expl_weight/'),
+    ('exploration update: Adam slots after', r'expl_slot/'),
+    ('exploration update: metrics', r'expl_metric/'),
+)
+
 # Our REINFORCE term against the paper's other forms of it, (row label, our quantity prefix,
 # the paper's). Both must agree within TOLERANCE (see docs/parity.md): a one-hot action's
 # gradient never reaches TFP's OneHotCategorical.log_prob, which stops it itself, and a
@@ -67,7 +87,8 @@ VARIANTS = (
 
 # Quantities only one side has, and why.
 OURS_ONLY = {
-    r'train_metric/\w+_skipped_steps$': 'ours counts updates skipped for non-finite gradients',
+    r'(train|expl)_metric/\w+_skipped_steps$':
+        'ours counts updates skipped for non-finite gradients',
     r'diag/': 'the scales of explain_sum (ours only)',
 }
 PAPER_ONLY = {r'actor_(reinforce_2\.2\.0|both_final)/': 'compared in VARIANTS'}
@@ -126,21 +147,23 @@ def explain_adam(name: str, ours, paper, inputs, config: dict) -> str | None:
   start at 0 (biases). Explained if each side's weight is exactly the Adam step (with weight
   decay) of its own slots; the slots themselves are compared in their own row.
   """
-  match = re.match(r'train_weight/(.*)$', name)
+  match = re.match(r'(train|expl)_weight/(.*)$', name)
   if not match:
     return None
-  weight = match[1]
-  if weight.startswith('slow_critic/'):  # Copied from the critic after its first update.
-    critic = 'train_weight/critic/' + weight[len('slow_critic/'):]
+  kind, weight = match[1], match[2]
+  top, rest = weight.split('/', 1)
+  if top in ('slow_critic', 'expl_slow_critic'):  # Copied from the critic after its first update.
+    critic = f'{kind}_weight/{top[:-len("slow_critic")]}critic/{rest}'
     same = all(np.array_equal(side[name], side[critic]) for side in (ours, paper))
     return f'{name}: the critic after the step, on both sides' if same else None
-  opt = {'actor': 'actor_opt', 'critic': 'critic_opt'}.get(weight.split('/')[0], 'model_opt')
+  opt = {'actor': 'actor_opt', 'critic': 'critic_opt', 'expl': 'expl_opt',
+         'expl_actor': 'actor_opt', 'expl_critic': 'critic_opt'}.get(top, 'model_opt')
   lr, eps, wd = (float(config[f'{opt}.{k}']) for k in ('lr', 'eps', 'wd'))
   rate = lr * np.sqrt(1 - ADAM_BETA2) / (1 - ADAM_BETA1)
   w0 = inputs[f'w/{weight}'].astype(np.float64)
   worst = 0.0
   for side in (ours, paper):
-    m, v = (side[f'train_slot/{k}/{weight}'].astype(np.float64) for k in ('m', 'v'))
+    m, v = (side[f'{kind}_slot/{k}/{weight}'].astype(np.float64) for k in ('m', 'v'))
     predicted = w0 * (1 - wd) - rate * m / (np.sqrt(v) + eps)
     after = side[name].astype(np.float64)
     worst = max(worst, float(np.max(np.abs(after - predicted)) / np.max(np.abs(after))))
@@ -173,19 +196,41 @@ def check_reference() -> None:
     raise SetupError(f'the paper code (dreamerv2 2.2.0) is not installed: run `{INSTALL}`')
 
 
-def run_sides(workdir: pathlib.Path, cases: list[str], adam: str = 'legacy') -> None:
-  """Runs ours.py, then paper.py, each in its own process, for `cases` into `workdir`."""
+def run_sides(workdir: pathlib.Path, cases: list[str], adam: str = 'legacy',
+              changed: bool = False) -> None:
+  """Runs ours.py, then paper.py, each in its own process, for `cases` into `workdir`.
+
+  changed: the paper side also runs `cases.CHANGED`, cases among `cases` with settings
+  changed, on the same weights and batch (folders named by `cases.changed_name`).
+  """
   check_reference()
   path = os.pathsep.join(p for p in (str(ROOT), os.environ.get('PYTHONPATH')) if p)
   env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', 'PYTHONPATH': path}
   env.pop('TF_USE_LEGACY_KERAS', None)
   sides = (('tests.reference.ours', []), ('tests.reference.paper', [f'--adam={adam}']))
   for module, extra in sides:
-    proc = subprocess.run([sys.executable, '-m', module, *extra, str(workdir), *cases],
+    names = list(cases)
+    if module.endswith('paper') and changed:
+      names += [write_changed(workdir, *change) for change in CHANGED if change[0] in cases]
+    proc = subprocess.run([sys.executable, '-m', module, *extra, str(workdir), *names],
                           cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode:
       tail = proc.stderr.strip().splitlines()[-25:]
       raise SetupError(f'{module} failed (exit {proc.returncode}):\n' + '\n'.join(tail))
+
+
+def write_changed(workdir: pathlib.Path, case: str, changes: dict) -> str:
+  """A folder for the paper side: `case`'s weights and batch, its config with `changes`."""
+  name = changed_name(case, changes)
+  (workdir / name).mkdir(exist_ok=True)
+  spec = json.loads((workdir / case / 'case.json').read_text())
+  unknown = sorted(set(changes) - set(spec['config']))
+  if unknown:
+    raise SetupError(f'{name}: no config keys {unknown} in case {case}')
+  spec['config'].update(changes)
+  (workdir / name / 'case.json').write_text(json.dumps(spec, indent=1))
+  shutil.copyfile(workdir / case / 'inputs.npz', workdir / name / 'inputs.npz')
+  return name
 
 
 def _diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
@@ -195,6 +240,25 @@ def _diff(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
   diff = float(np.max(np.abs(a - b)))
   scale = float(np.max(np.abs(b)))
   return diff, (diff / scale if scale > 0 else (0.0 if diff == 0 else float('inf')))
+
+
+def groups(config: dict) -> tuple:
+  """The groups of a case: the agent's, or (exploration cases) the behaviour's."""
+  return EXPL_GROUPS if config['expl_behavior'] in EXPL_BEHAVIORS else GROUPS
+
+
+def expected_rows(config: dict) -> set[str]:
+  """The row labels a case of this config must have (given its case.json config)."""
+  if config['expl_behavior'] in EXPL_BEHAVIORS:
+    want = {label for label, _ in EXPL_GROUPS}
+    if config['expl_behavior'] != 'plan2explore':  # Neither disagreement nor normalisers.
+      want -= {'exploration: disagreement (intrinsic reward)',
+               'exploration: normalised intrinsic and task rewards'}
+    return want
+  want = {label for label, _ in GROUPS} | {label for label, *_ in VARIANTS}
+  if not config['pred_discount']:
+    want.remove('loss: discount')
+  return want
 
 
 def compare_case(case_dir: pathlib.Path, paper_dir: pathlib.Path | None = None) -> list[Row]:
@@ -208,7 +272,7 @@ def compare_case(case_dir: pathlib.Path, paper_dir: pathlib.Path | None = None) 
   inputs = np.load(case_dir / 'inputs.npz')
   config = json.loads((case_dir / 'case.json').read_text())['config']
   rows, seen = [], set()
-  for label, pattern in GROUPS:
+  for label, pattern in groups(config):
     names = [n for n in ours.files if re.match(pattern, n)]
     seen.update(names)
     if not names:
@@ -242,7 +306,7 @@ def compare_case(case_dir: pathlib.Path, paper_dir: pathlib.Path | None = None) 
       status = 'explained' if explained else 'pass'
       worst = '; '.join(explained) or worst
     rows.append(Row(label, case, abs_max, rel_max, TOLERANCE, status, worst))
-  for label, ours_prefix, paper_prefix in VARIANTS:
+  for label, ours_prefix, paper_prefix in (VARIANTS if groups(config) is GROUPS else ()):
     pairs = [(n, paper_prefix + n[len(ours_prefix):]) for n in ours.files
              if n.startswith(ours_prefix)]
     missing = [p for _, p in pairs if p not in paper.files]

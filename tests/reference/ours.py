@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 
+from tests.reference import expl_ours
 from tests.reference.cases import BY_NAME, Case, kl_results, owner, variables
 
 CLIP = 1e-6  # The truncated-normal sample's straight-through clip (both codes use 1e-6).
@@ -56,13 +57,23 @@ def layer_map(agent) -> dict:
           'actor': agent.ac.actor, 'critic': agent.ac.critic,
           'slow_critic': agent.ac.target_critic}
   for prefix, mlp in mlps.items():
-    if mlp is None:
-      continue
-    for i, (dense, norm) in enumerate(zip(mlp.hidden.denses, mlp.hidden.norms)):
-      add(f'{prefix}/dense{i}', dense)
-      add(f'{prefix}/norm{i}', norm)
-    add(f'{prefix}/out/out', mlp.head.out)
-    add(f'{prefix}/out/std', mlp.head.std)
+    if mlp is not None:
+      layers.update(mlp_layers(prefix, mlp))
+  if agent.expl is not None:
+    layers.update(expl_ours.layer_map(agent.expl, mlp_layers))
+  return layers
+
+
+def mlp_layers(prefix: str, mlp) -> dict:
+  """An MLP head's layers under the paper's names: `dense0`, `norm0`, ..., `out/out`, `out/std`."""
+  layers = {}
+  for i, (dense, norm) in enumerate(zip(mlp.hidden.denses, mlp.hidden.norms)):
+    layers[f'{prefix}/dense{i}'] = dense
+    if norm is not None:
+      layers[f'{prefix}/norm{i}'] = norm
+  layers[f'{prefix}/out/out'] = mlp.head.out
+  if mlp.head.std is not None:
+    layers[f'{prefix}/out/std'] = mlp.head.std
   return layers
 
 
@@ -113,7 +124,10 @@ AGENT_KEYS = ('clip_rewards', 'grad_heads', 'pred_discount', 'rssm', 'encoder', 
               'reward_head', 'discount_head', 'loss_scales', 'kl', 'model_opt', 'actor', 'critic',
               'actor_opt', 'critic_opt', 'discount', 'discount_lambda', 'imag_horizon',
               'actor_grad', 'actor_grad_mix', 'actor_ent', 'slow_target', 'slow_target_update',
-              'slow_target_fraction', 'slow_baseline', 'reward_norm')
+              'slow_target_fraction', 'slow_baseline', 'reward_norm', 'expl_behavior',
+              'expl_intr_scale', 'expl_extr_scale', 'expl_opt', 'expl_head', 'expl_reward_norm',
+              'disag_target', 'disag_log', 'disag_models', 'disag_offset', 'disag_action_cond',
+              'expl_model_loss')
 
 
 def run(case: Case, out: pathlib.Path) -> None:
@@ -139,7 +153,10 @@ def run(case: Case, out: pathlib.Path) -> None:
   np.savez(out / 'inputs.npz', **{f'w/{k}': v.numpy() for k, v in weights.items()},
            **{f'batch/{k}': v for k, v in batch.items()})
   with modes_for_samples():
-    values, spec['kl_free'] = quantities(agent, batch, weights, tf)
+    if agent.expl is not None:  # An exploration case compares the behaviour only.
+      values, spec['kl_free'] = expl_ours.quantities(agent, batch, weights, tf), None
+    else:
+      values, spec['kl_free'] = quantities(agent, batch, weights, tf)
   (out / 'case.json').write_text(json.dumps(spec, indent=1))
   np.savez(out / 'ours.npz', **values)
 

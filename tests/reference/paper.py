@@ -29,7 +29,8 @@ import types
 
 import numpy as np
 
-from tests.reference.cases import kl_results, owner, variables
+from tests.reference import expl_paper
+from tests.reference.cases import EXPL_BEHAVIORS, kl_results, owner, variables
 
 INSTALL = 'pip install --no-deps dreamerv2==2.2.0'
 
@@ -149,6 +150,8 @@ def reference_config(common, folder: pathlib.Path, ours: dict):
   if missing:
     raise ValueError(f'our config keys {missing} have no counterpart in the paper config')
   flat.update(ours)
+  # Its Agent looks the behaviour up as a class of its expl module.
+  flat['expl_behavior'] = expl_paper.CLASS_NAMES.get(flat['expl_behavior'], flat['expl_behavior'])
   if flat['rssm.ensemble'] != 1:
     raise ValueError('the paper config must have rssm.ensemble 1')
   nested = {}
@@ -167,6 +170,8 @@ def layer_map(agnt, common) -> dict:
   roots = {'encoder': wm.encoder, 'rssm': wm.rssm, 'decoder': wm.heads['decoder'],
            'reward': wm.heads['reward'], 'discount': wm.heads.get('discount'),
            'actor': ac.actor, 'critic': ac.critic, 'slow_critic': ac._target_critic}
+  if agnt._expl_behavior is not ac:
+    roots.update(expl_paper.roots(agnt))
   layers = {}
 
   def walk(prefix, module):
@@ -213,6 +218,11 @@ def run(case_dir: pathlib.Path, adam: str = 'legacy') -> None:
   for net in (agnt._task_behavior.actor, agnt._task_behavior.critic,
               agnt._task_behavior._target_critic):
     net(outs['feat'])
+  expl = spec['config']['expl_behavior'] in EXPL_BEHAVIORS
+  if expl:
+    expl_paper.build(agnt, outs, data, config)
+    if adam == 'legacy':
+      expl_paper.legacy_adam(agnt, config, tf)
   weights = variables(layer_map(agnt, common))
   ours = {k[2:] for k in inputs.files if k.startswith('w/')}
   if set(weights) != ours:
@@ -223,7 +233,10 @@ def run(case_dir: pathlib.Path, adam: str = 'legacy') -> None:
     if tuple(var.shape) != value.shape:
       raise ValueError(f'{name}: paper shape {tuple(var.shape)}, ours {value.shape}')
     var.assign(value)
-  values = quantities(agnt, agent, data, weights, spec, tf)
+  if expl:  # An exploration case compares the behaviour only.
+    values = expl_paper.quantities(agnt, data, weights, tf)
+  else:
+    values = quantities(agnt, agent, data, weights, spec, tf)
   np.savez(case_dir / 'paper.npz', **{k: np.asarray(v) for k, v in values.items()})
 
 
