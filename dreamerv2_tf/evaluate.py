@@ -93,6 +93,11 @@ def evaluate(logdir, episodes: int = 10, seed: int | None = None, checkpoint: st
   seed = config.seed + 12345 if seed is None else seed
   # One env serves both for the agent's spaces and for playing.
   env = make_envs(None, config.update({'seed': seed}), 'eval', 1)
+  if video and 'image' not in env.obs_space.spaces:
+    env.close()
+    raise ConfigError(
+        f'--video {video!r}: {config.task} has no image observation to record (its keys: '
+        f'{", ".join(sorted(env.obs_space.spaces))}); leave --video out for this task')
   try:
     config, agent, path, frames = load_run(logdir, checkpoint, {'seed': seed}, env=env)
   except BaseException:

@@ -65,6 +65,19 @@ def test_eval_without_checkpoints_is_a_clear_error(tmp_path):
   assert proc.returncode == 2 and 'no checkpoints' in proc.stderr, proc.stderr
 
 
+def test_eval_video_of_a_task_without_images_is_a_clear_error(tmp_path):
+  # CartPole observes a vector: --video used to play every episode and write nothing.
+  from dreamerv2_tf.config import ConfigError, load_config
+  from dreamerv2_tf.evaluate import evaluate
+  load_config(['debug'], ['--task', 'gym:CartPole-v1']).save(tmp_path / 'config.yaml')
+  (tmp_path / 'checkpoints').mkdir()
+  (tmp_path / 'checkpoints' / 'ckpt-1.index').write_bytes(b'')
+  with pytest.raises(ConfigError, match=r"--video '.*ep.gif': gym:CartPole-v1 has no image "
+                                        r"observation to record \(its keys: .*vector"):
+    evaluate(tmp_path, episodes=1, video=str(tmp_path / 'ep.gif'))
+  assert not (tmp_path / 'ep.gif').exists()
+
+
 PLAY = '''
 import sys
 # The exported model must load and act with TensorFlow alone.
