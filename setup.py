@@ -50,7 +50,7 @@ setuptools.setup(
         'imageio-ffmpeg',  # ships the ffmpeg binary that .mp4 needs
     ],
     extras_require={
-        'test': ['pytest>=8', 'pytest-timeout', 'pandas', 'scipy'],  # scipy: statistical tests
+        'test': ['pytest>=8', 'pytest-timeout', 'pytest-xdist', 'pandas', 'scipy'],  # scipy: statistical tests
     },
     license='MIT',
 )
