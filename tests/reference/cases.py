@@ -4,6 +4,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 
+import numpy as np
+
 # Largest allowed max|ours - paper| / max|paper| of a compared tensor, in float32. Measured
 # differences are about 1e-7 (float32 rounding in a different order of operations); anything
 # above this is a finding to explain, not a tolerance to widen.
@@ -175,3 +177,25 @@ def swapped(obj, **attrs):
         setattr(obj, key, saved[key])
       else:
         delattr(obj, key)
+
+
+def by_owner(weights: dict, name: str) -> dict:
+  """The weights that `name`'s optimizer updates."""
+  return {k: v for k, v in weights.items() if owner(k) == name}
+
+
+def gradients(prefix: str, named: dict, grads) -> dict:
+  """Gradients by `prefix/name`; a weight the loss does not reach gets zeros, as on both sides."""
+  return {f'{prefix}/{k}': np.zeros(named[k].shape, np.float32) if g is None else np.asarray(g)
+          for k, g in zip(named, grads)}
+
+
+def normaliser_results(intr, extr) -> dict:
+  """The inputs and outputs the exploration reward's normalisers (Recorders) saw, if called."""
+  res = {}
+  for key, rec in (('intr', intr), ('extr', extr)):
+    if rec is not None and rec.calls:
+      (inputs, (outputs, _)), = rec.calls
+      res['expl_reward/disag' if key == 'intr' else 'expl_reward/extr'] = inputs
+      res[f'expl_reward/{key}_normed'] = outputs
+  return res

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.reference.cases import GradientRecorder, Recorder, owner, swapped
+from tests.reference.cases import (GradientRecorder, Recorder, by_owner, gradients,
+                                   normaliser_results, owner, swapped)
 
 
 def layer_map(expl, mlp_layers) -> dict:
@@ -38,15 +39,6 @@ def layer_map(expl, mlp_layers) -> dict:
   return layers
 
 
-def _by_owner(weights: dict, name: str) -> dict:
-  return {k: v for k, v in weights.items() if owner(k) == name}
-
-
-def _grads(prefix: str, named: dict, grads) -> dict:
-  return {f'{prefix}/{k}': np.zeros(named[k].shape, np.float32) if g is None else np.asarray(g)
-          for k, g in zip(named, grads)}
-
-
 def quantities(agent, batch: dict, weights: dict, tf) -> dict:
   wm, ex, config = agent.wm, agent.expl, agent.config
   ac = ex.ac
@@ -54,14 +46,14 @@ def quantities(agent, batch: dict, weights: dict, tf) -> dict:
   data = wm.preprocess(batch)
   _, outs, _ = wm.loss(data)
 
-  recorder = GradientRecorder(_by_owner(weights, 'expl'))
+  recorder = GradientRecorder(by_owner(weights, 'expl'))
   with swapped(ex, opt=recorder), swapped(ac, train=lambda *args, **kwargs: {}):
     ex.train(wm, outs, data)
   res['expl_loss/loss'] = recorder.loss
-  res.update(_grads('expl_loss/grad', recorder.named, recorder.grads))
+  res.update(gradients('expl_loss/grad', recorder.named, recorder.grads))
 
   norms = {k: Recorder(getattr(ex, k)) for k in ('intr_norm', 'extr_norm') if hasattr(ex, k)}
-  actor_vars, critic_vars = _by_owner(weights, 'expl_actor'), _by_owner(weights, 'expl_critic')
+  actor_vars, critic_vars = by_owner(weights, 'expl_actor'), by_owner(weights, 'expl_critic')
   with swapped(ex, **norms):
     with tf.GradientTape() as tape:
       seq = wm.imagine(ac.actor, outs['post'], data['is_terminal'], config.imag_horizon)
@@ -69,15 +61,11 @@ def quantities(agent, batch: dict, weights: dict, tf) -> dict:
       seq['reward'], _ = ac.rewnorm(reward)
       target, _ = ac.target(seq)
       loss, mets = ac.actor_loss(seq, target)
-  res.update(_grads('expl_actor/grad', actor_vars, tape.gradient(loss, list(actor_vars.values()))))
+  res.update(gradients('expl_actor/grad', actor_vars, tape.gradient(loss, list(actor_vars.values()))))
   res['expl_actor/loss'] = loss
   res.update({f'expl_actor/metric/{k}': v for k, v in mets.items()})
   res['expl_reward/mixed'] = reward
-  for key, rec in (('intr', norms.get('intr_norm')), ('extr', norms.get('extr_norm'))):
-    if rec is not None and rec.calls:
-      (inputs, (outputs, _)), = rec.calls
-      res['expl_reward/disag' if key == 'intr' else 'expl_reward/extr'] = inputs
-      res[f'expl_reward/{key}_normed'] = outputs
+  res.update(normaliser_results(norms.get('intr_norm'), norms.get('extr_norm')))
   if 'intr_norm' in norms:  # The disagreement the normaliser saw is the public one.
     disag = ex.disagreement(seq['feat'], seq['action'])
     np.testing.assert_array_equal(disag, res['expl_reward/disag'])
@@ -88,7 +76,7 @@ def quantities(agent, batch: dict, weights: dict, tf) -> dict:
     loss, mets = ac.critic_loss(seq, target)
   res['expl_critic/loss'] = loss
   res.update({f'expl_critic/metric/{k}': v for k, v in mets.items()})
-  res.update(_grads('expl_critic/grad', critic_vars,
+  res.update(gradients('expl_critic/grad', critic_vars,
                     tape.gradient(loss, list(critic_vars.values()))))
 
   # One update; the paper's Adam constants as in ours.py.

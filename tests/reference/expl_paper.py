@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from tests.reference.cases import GradientRecorder, Recorder, owner, swapped
+from tests.reference.cases import (GradientRecorder, Recorder, by_owner, gradients,
+                                   normaliser_results, owner, swapped)
 
 CLASS_NAMES = {'plan2explore': 'Plan2Explore', 'model_loss': 'ModelLoss'}
 
@@ -50,30 +51,21 @@ def legacy_adam(agnt, config, tf) -> None:
     opt._opt = tf.keras.optimizers.legacy.Adam(block.lr, epsilon=block.eps)
 
 
-def _by_owner(weights: dict, name: str) -> dict:
-  return {k: v for k, v in weights.items() if owner(k) == name}
-
-
-def _grads(prefix: str, named: dict, grads) -> dict:
-  return {f'{prefix}/{k}': np.zeros(named[k].shape, np.float32) if g is None else np.asarray(g)
-          for k, g in zip(named, grads)}
-
-
 def quantities(agnt, data: dict, weights: dict, tf) -> dict:
   wm, behavior = agnt.wm, agnt._expl_behavior
   ac, config = behavior.ac, behavior.config
   res = {}
   _, _, outs, _ = wm.loss(data)
 
-  recorder = GradientRecorder(_by_owner(weights, 'expl'))
+  recorder = GradientRecorder(by_owner(weights, 'expl'))
   with swapped(behavior, opt=recorder), swapped(ac, train=lambda *args, **kwargs: {}):
     behavior.train(outs['post'], outs, data)
   res['expl_loss/loss'] = recorder.loss
-  res.update(_grads('expl_loss/grad', recorder.named, recorder.grads))
+  res.update(gradients('expl_loss/grad', recorder.named, recorder.grads))
 
   norms = {k: Recorder(getattr(behavior, k)) for k in ('intr_rewnorm', 'extr_rewnorm')
            if hasattr(behavior, k)}
-  actor_vars, critic_vars = _by_owner(weights, 'expl_actor'), _by_owner(weights, 'expl_critic')
+  actor_vars, critic_vars = by_owner(weights, 'expl_actor'), by_owner(weights, 'expl_critic')
   with swapped(behavior, **norms):
     with tf.GradientTape() as tape:  # As the paper's ActorCritic.train.
       seq = wm.imagine(ac.actor, outs['post'], data['is_terminal'], config.imag_horizon)
@@ -81,15 +73,11 @@ def quantities(agnt, data: dict, weights: dict, tf) -> dict:
       seq['reward'], _ = ac.rewnorm(reward)
       target, _ = ac.target(seq)
       loss, mets = ac.actor_loss(seq, target)
-  res.update(_grads('expl_actor/grad', actor_vars, tape.gradient(loss, list(actor_vars.values()))))
+  res.update(gradients('expl_actor/grad', actor_vars, tape.gradient(loss, list(actor_vars.values()))))
   res['expl_actor/loss'] = loss
   res.update({f'expl_actor/metric/{k}': v for k, v in mets.items()})
   res['expl_reward/mixed'] = reward
-  for key, rec in (('intr', norms.get('intr_rewnorm')), ('extr', norms.get('extr_rewnorm'))):
-    if rec is not None and rec.calls:
-      (inputs, (outputs, _)), = rec.calls
-      res['expl_reward/disag' if key == 'intr' else 'expl_reward/extr'] = inputs
-      res[f'expl_reward/{key}_normed'] = outputs
+  res.update(normaliser_results(norms.get('intr_rewnorm'), norms.get('extr_rewnorm')))
   for key in ('feat', 'action'):
     res[f'expl_imag/{key}'] = seq[key]
   res['expl_imag/value'] = ac._target_critic(seq['feat']).mode()
@@ -98,7 +86,7 @@ def quantities(agnt, data: dict, weights: dict, tf) -> dict:
     loss, mets = ac.critic_loss(seq, target)
   res['expl_critic/loss'] = loss
   res.update({f'expl_critic/metric/{k}': v for k, v in mets.items()})
-  res.update(_grads('expl_critic/grad', critic_vars,
+  res.update(gradients('expl_critic/grad', critic_vars,
                     tape.gradient(loss, list(critic_vars.values()))))
 
   _, metrics = behavior.train(outs['post'], outs, data)  # One update, as the paper's Agent.train.

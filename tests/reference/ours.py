@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from tests.reference import expl_ours
-from tests.reference.cases import BY_NAME, Case, kl_results, owner, variables
+from tests.reference.cases import BY_NAME, Case, gradients, kl_results, owner, variables
 
 CLIP = 1e-6  # The truncated-normal sample's straight-through clip (both codes use 1e-6).
 
@@ -174,7 +174,7 @@ def quantities(agent, batch: dict, weights: dict, tf) -> tuple[dict, float]:
   with tf.GradientTape() as tape:
     model_loss, outs, metrics = wm.loss(data)
   grads = tape.gradient(model_loss, list(model_vars.values()))
-  res.update(_grads('grad_model', model_vars, grads))
+  res.update(gradients('grad_model', model_vars, grads))
   res['embed'] = outs['embed']
   res.update(_np(outs['post'], 'post'))
   res.update(_np(outs['prior'], 'prior'))
@@ -210,7 +210,7 @@ def quantities(agent, batch: dict, weights: dict, tf) -> tuple[dict, float]:
     res[f'actor_{mode}/loss'] = loss
     res.update(_np(mets, f'actor_{mode}/metric'))
     grads = tape.gradient(loss, list(actor_vars.values()))
-    res.update(_grads(f'actor_{mode}/grad', actor_vars, grads))
+    res.update(gradients(f'actor_{mode}/grad', actor_vars, grads))
     if seq is None:
       seq, target = seq_m, target_m
   ac.grad = grad
@@ -223,7 +223,7 @@ def quantities(agent, batch: dict, weights: dict, tf) -> tuple[dict, float]:
     loss, mets = ac.critic_loss(seq, target)
   res['critic/loss'] = loss
   res.update(_np(mets, 'critic/metric'))
-  res.update(_grads('critic/grad', critic_vars, tape.gradient(loss, list(critic_vars.values()))))
+  res.update(gradients('critic/grad', critic_vars, tape.gradient(loss, list(critic_vars.values()))))
 
   # One whole train step: every weight and optimizer slot afterwards, and the metrics.
   # The paper's Adam (OptimizerV2) computes 1 - beta_2 in float32 from float32(0.999), Keras 3 in
@@ -273,13 +273,6 @@ def decoder_bias_scales(decoder, feat, data: dict, tf) -> dict:
   return {f'decoder/conv{i}/bias': (np.abs(g.numpy()).astype(np.float64).sum((0, 1, 2)),
                                     g.numpy().astype(np.float64).sum((0, 1, 2)))
           for i, g in enumerate(grads)}
-
-
-def _grads(prefix: str, named: dict, grads: list) -> dict:
-  out = {}
-  for name, grad in zip(named, grads):
-    out[f'{prefix}/{name}'] = np.zeros(named[name].shape, np.float32) if grad is None else grad
-  return out
 
 
 def setup_tensorflow():

@@ -30,7 +30,7 @@ import types
 import numpy as np
 
 from tests.reference import expl_paper
-from tests.reference.cases import EXPL_BEHAVIORS, kl_results, owner, variables
+from tests.reference.cases import EXPL_BEHAVIORS, gradients, kl_results, owner, variables
 
 INSTALL = 'pip install --no-deps dreamerv2==2.2.0'
 
@@ -244,18 +244,13 @@ def _named(tree: dict, prefix: str) -> dict:
   return {f'{prefix}/{"logits" if k == "logit" else k}': v for k, v in tree.items()}
 
 
-def _grads(prefix, named, grads):
-  return {f'{prefix}/{k}': (np.zeros(named[k].shape, np.float32) if g is None else g)
-          for k, g in zip(named, grads)}
-
-
 def quantities(agnt, agent, data, weights, spec, tf) -> dict:
   wm, ac = agnt.wm, agnt._task_behavior
   res = {}
   model_vars = {k: v for k, v in weights.items() if owner(k) == 'model'}
   with tf.GradientTape() as tape:
     model_loss, _, outs, metrics = wm.loss(data)
-  res.update(_grads('grad_model', model_vars, tape.gradient(model_loss, list(model_vars.values()))))
+  res.update(gradients('grad_model', model_vars, tape.gradient(model_loss, list(model_vars.values()))))
   res['embed'] = outs['embed']
   res.update(_named(outs['post'], 'post'))
   res.update(_named(outs['prior'], 'prior'))
@@ -289,7 +284,7 @@ def quantities(agnt, agent, data, weights, spec, tf) -> dict:
       loss, mets = ac.actor_loss(seq_m, target_m)
     res[f'{name}/loss'] = loss
     res.update({f'{name}/metric/{k}': v for k, v in mets.items()})
-    res.update(_grads(f'{name}/grad', actor_vars, tape.gradient(loss, list(actor_vars.values()))))
+    res.update(gradients(f'{name}/grad', actor_vars, tape.gradient(loss, list(actor_vars.values()))))
     if seq is None:
       seq, target = seq_m, target_m
   ac.config = config
@@ -304,7 +299,7 @@ def quantities(agnt, agent, data, weights, spec, tf) -> dict:
     loss, mets = ac.critic_loss(seq, target)
   res['critic/loss'] = loss
   res.update({f'critic/metric/{k}': v for k, v in mets.items()})
-  res.update(_grads('critic/grad', critic_vars, tape.gradient(loss, list(critic_vars.values()))))
+  res.update(gradients('critic/grad', critic_vars, tape.gradient(loss, list(critic_vars.values()))))
 
   _, metrics = type(agnt).train.python_function(agnt, data)  # Eager, as ours (see ours.py).
   res.update({f'train_metric/{k}': v for k, v in metrics.items()})
