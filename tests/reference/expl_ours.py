@@ -39,6 +39,20 @@ def layer_map(expl, mlp_layers) -> dict:
   return layers
 
 
+def optimizer_state(prefix: str, opts: dict, weights: dict) -> dict:
+  """Our Adam's slots for every weight an optimizer of `opts` owns, and each one's step count."""
+  res = {}
+  for name, var in weights.items():
+    if owner(name) in opts:
+      adam = opts[owner(name)].opt
+      index = adam._get_variable_index(var)
+      res[f'{prefix}/m/{name}'] = adam._momentums[index]
+      res[f'{prefix}/v/{name}'] = adam._velocities[index]
+  for name, opt in opts.items():
+    res[f'{prefix}/iterations/{name}'] = opt.opt.iterations
+  return res
+
+
 def quantities(agent, batch: dict, weights: dict, tf) -> dict:
   wm, ex, config = agent.wm, agent.expl, agent.config
   ac = ex.ac
@@ -89,11 +103,5 @@ def quantities(agent, batch: dict, weights: dict, tf) -> dict:
     if not name.startswith('expl'):
       continue
     res[f'expl_weight/{name}'] = var
-    if owner(name) is not None:
-      adam = opts[owner(name)].opt
-      index = adam._get_variable_index(var)
-      res[f'expl_slot/m/{name}'] = adam._momentums[index]
-      res[f'expl_slot/v/{name}'] = adam._velocities[index]
-  for name, opt in opts.items():
-    res[f'expl_slot/iterations/{name}'] = opt.opt.iterations
+  res.update(optimizer_state('expl_slot', opts, weights))
   return {k: np.asarray(v) for k, v in res.items()}

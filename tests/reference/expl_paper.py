@@ -51,6 +51,25 @@ def legacy_adam(agnt, config, tf) -> None:
     opt._opt = tf.keras.optimizers.legacy.Adam(block.lr, epsilon=block.eps)
 
 
+def optimizer_state(prefix: str, opts: dict, weights: dict) -> dict:
+  """The paper's Adam slots for every weight an optimizer of `opts` owns, and step counts."""
+  res = {}
+  for name, var in weights.items():
+    if owner(name) not in opts:
+      continue
+    opt = opts[owner(name)]._opt
+    if hasattr(opt, 'get_slot'):  # OptimizerV2 (legacy)
+      res[f'{prefix}/m/{name}'] = opt.get_slot(var, 'm')
+      res[f'{prefix}/v/{name}'] = opt.get_slot(var, 'v')
+    else:  # The newer Keras 2 optimizer (--adam new).
+      index = opt._index_dict[opt._var_key(var)]
+      res[f'{prefix}/m/{name}'] = opt._momentums[index]
+      res[f'{prefix}/v/{name}'] = opt._velocities[index]
+  for name, opt in opts.items():
+    res[f'{prefix}/iterations/{name}'] = opt._opt.iterations
+  return res
+
+
 def quantities(agnt, data: dict, weights: dict, tf) -> dict:
   wm, behavior = agnt.wm, agnt._expl_behavior
   ac, config = behavior.ac, behavior.config
@@ -96,15 +115,5 @@ def quantities(agnt, data: dict, weights: dict, tf) -> dict:
     if not name.startswith('expl'):
       continue
     res[f'expl_weight/{name}'] = var
-    if owner(name) is not None:
-      opt = opts[owner(name)]._opt
-      if hasattr(opt, 'get_slot'):  # OptimizerV2 (legacy)
-        res[f'expl_slot/m/{name}'] = opt.get_slot(var, 'm')
-        res[f'expl_slot/v/{name}'] = opt.get_slot(var, 'v')
-      else:  # The newer Keras 2 optimizer (--adam new).
-        index = opt._index_dict[opt._var_key(var)]
-        res[f'expl_slot/m/{name}'] = opt._momentums[index]
-        res[f'expl_slot/v/{name}'] = opt._velocities[index]
-  for name, opt in opts.items():
-    res[f'expl_slot/iterations/{name}'] = opt._opt.iterations
+  res.update(optimizer_state('expl_slot', opts, weights))
   return {k: np.asarray(v) for k, v in res.items()}

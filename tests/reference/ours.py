@@ -234,15 +234,7 @@ def quantities(agent, batch: dict, weights: dict, tf) -> tuple[dict, float]:
   res.update({f'train_metric/{k}': v for k, v in metrics.items()})
   res.update({f'train_weight/{k}': v for k, v in weights.items()})
   opts = {'model': wm.opt, 'actor': ac.actor_opt, 'critic': ac.critic_opt}
-  for name, var in weights.items():
-    if owner(name) is None:
-      continue
-    adam = opts[owner(name)].opt
-    index = adam._get_variable_index(var)
-    res[f'train_slot/m/{name}'] = adam._momentums[index]
-    res[f'train_slot/v/{name}'] = adam._velocities[index]
-  for name, opt in opts.items():
-    res[f'train_slot/iterations/{name}'] = opt.opt.iterations
+  res.update(expl_ours.optimizer_state('train_slot', opts, weights))
   return {k: np.asarray(v) for k, v in res.items()}, kl_free
 
 

@@ -305,19 +305,7 @@ def quantities(agnt, agent, data, weights, spec, tf) -> dict:
   res.update({f'train_metric/{k}': v for k, v in metrics.items()})
   res.update({f'train_weight/{k}': v for k, v in weights.items()})
   opts = {'model': wm.model_opt, 'actor': ac.actor_opt, 'critic': ac.critic_opt}
-  for name, var in weights.items():
-    if owner(name) is None:
-      continue
-    opt = opts[owner(name)]._opt
-    if hasattr(opt, 'get_slot'):  # OptimizerV2 (legacy)
-      res[f'train_slot/m/{name}'] = opt.get_slot(var, 'm')
-      res[f'train_slot/v/{name}'] = opt.get_slot(var, 'v')
-    else:  # The newer Keras 2 optimizer (--adam new).
-      index = opt._index_dict[opt._var_key(var)]
-      res[f'train_slot/m/{name}'] = opt._momentums[index]
-      res[f'train_slot/v/{name}'] = opt._velocities[index]
-  for name, opt in opts.items():
-    res[f'train_slot/iterations/{name}'] = opt._opt.iterations
+  res.update(expl_paper.optimizer_state('train_slot', opts, weights))
   return res
 
 
