@@ -77,5 +77,27 @@ def train_step_flops(agent, batch: int, length: int) -> dict:
     ac_bwd = 2 * (imag_fwd + ac_fwd)
   phases = {'world_model_forward': wm_fwd, 'world_model_backward': 2 * wm_fwd,
             'imagination_forward': imag_fwd + ac_fwd, 'actor_critic_backward': ac_bwd}
+  if agent.expl is not None:
+    phases['exploration'] = exploration_flops(agent, n, img, heads)
   phases['total'] = sum(phases.values())
   return phases
+
+
+def exploration_flops(agent, n: int, img: float, heads: dict) -> float:
+  """FLOPs of the exploration behaviour's share of a train step (expl.py): its heads' update
+  on the replayed features, then a second imagination and actor-critic update whose reward
+  runs the heads on every imagined state (REINFORCE for discrete actions, as the task's)."""
+  expl, horizon = agent.expl, agent.config.imag_horizon
+  members = getattr(expl, 'heads', None) or [expl.head]  # Plan2Explore's ensemble, or one head
+  member = mlp_flops(members[0])
+  train = 3 * n * len(members) * member  # forward + backward on the replayed sequences
+  actor, critic = mlp_flops(expl.ac.actor), mlp_flops(expl.ac.critic)
+  scalar_heads = sum(v for k, v in heads.items() if k not in ('decoder', 'reward'))
+  reward = len(members) * member + (heads['reward'] if agent.config.expl_extr_scale else 0.0)
+  imag = n * (horizon * (img + actor) + (horizon + 1) * (scalar_heads + critic + reward))
+  ac_fwd = n * horizon * critic
+  if expl.ac.grad == 'reinforce':
+    ac_bwd = 2 * n * ((horizon - 1) * actor + horizon * critic)
+  else:
+    ac_bwd = 2 * (imag + ac_fwd)
+  return train + imag + ac_fwd + ac_bwd

@@ -28,6 +28,26 @@ def cpu_has_bf16() -> bool:
   return 'avx512_bf16' in flags or 'amx_bf16' in flags
 
 
+def machine() -> dict:
+  """What a benchmark's figures were measured on: CPU model, cores, matmul extensions, GPU."""
+  import os
+  import platform
+  cpu, flags = platform.processor() or platform.machine(), []
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        if line.startswith('model name'):
+          cpu = line.split(':', 1)[1].strip()
+        elif line.startswith('flags'):
+          flags = line.split()
+          break
+  except OSError:
+    pass
+  return {'cpu': cpu, 'cpus': os.cpu_count(),
+          'extensions': [x for x in ('avx512_bf16', 'amx_bf16', 'amx_tile') if x in flags],
+          'gpu': has_gpu(), 'tensorflow': tf.__version__}
+
+
 def auto_precision() -> tuple[str, str]:
   """The `precision` that `auto` means on this machine, and why.
 

@@ -8,7 +8,9 @@ Builds the agent at the preset on a synthetic batch (64x64x1 images, 6 actions b
 prints a table and JSON: first-call (trace/compile) time, median and min train step, batch-1
 policy latency (the configured path, and plain tf.function vs XLA side by side), parameter
 counts, analytic FLOPs per train step and achieved GFLOP/s, and the matmul peak measured in the
-same run. Other arguments override config keys (`--rssm.deter 200`).
+same run. Other arguments override config keys (`--rssm.deter 200`). `--also KEY=VALUE` adds,
+for every variant, a row with that override beside the row without it (the cost of a feature
+measured side by side: `--also expl_behavior=plan2explore`).
 
 A variant is a precision (32, bf16, 16) with optional modifiers: `+xla` (jit_compile the train
 step), `+plain` (Keras' own convolution layers throughout: the straightforward path,
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -40,14 +41,25 @@ def parse(argv):
   parser.add_argument('--policy-steps', type=int, default=200)
   parser.add_argument('--image', default='64,64,1', help='image shape H,W,C')
   parser.add_argument('--actions', type=int, default=6)
+  parser.add_argument('--also', action='append', default=[], metavar='KEY=VALUE[,KEY=VALUE]',
+                      help='also benchmark every variant with these config overrides')
   parser.add_argument('--out', default='', help='also write the JSON here')
   args, rest = parser.parse_known_args(argv)
+  for also in args.also:
+    if not all('=' in pair and pair.split('=', 1)[0] for pair in also.split(',')):
+      parser.error(f'--also {also!r}: expected KEY=VALUE pairs separated by commas')
   for variant in args.variants.split(','):
     prec, *mods = variant.split('+')
     if prec not in ('32', '16', 'bf16') or not set(mods) <= {'xla', 'plain'}:
       parser.error(f'variant {variant!r}: expected 32, 16 or bf16, optionally with +xla '
                    'and/or +plain')
   return args, rest
+
+
+def also_argv(also: str) -> list[str]:
+  """'expl_behavior=plan2explore,disag_models=5' -> ['--expl_behavior', 'plan2explore', ...]."""
+  pairs = [pair.split('=', 1) for pair in also.split(',')]
+  return [x for key, value in pairs for x in ('--' + key, value)]
 
 
 def matmul_peak(tf, dtype, size=2048, repeats=20) -> float:
@@ -142,6 +154,8 @@ def policy_latency(agent, obs, steps: int) -> dict:
 def main(argv=None):
   args, rest = parse(sys.argv[1:] if argv is None else argv)
   config = load_config(args.configs, rest)
+  # Loaded up front: a bad key or value stops the run before anything is timed.
+  alsos = {also: load_config(args.configs, rest + also_argv(also)) for also in args.also}
   import tensorflow as tf
   from dreamerv2_tf import precision
   from dreamerv2_tf.synthetic import make_batch, make_spaces
@@ -153,17 +167,24 @@ def main(argv=None):
   result = {
       'configs': args.configs, 'overrides': rest, 'image': list(image), 'actions': args.actions,
       'batch': [config.dataset.batch, config.dataset.length],
-      'machine': {'cpus': os.cpu_count(), 'processor': platform.processor() or platform.machine(),
-                  'gpu': precision.has_gpu(), 'tensorflow': tf.__version__},
+      'machine': precision.machine(),
       'matmul_peak_gflops': {'float32': round(matmul_peak(tf, tf.float32), 1),
                              'bfloat16': round(matmul_peak(tf, tf.bfloat16), 1)},
       'variants': [],
   }
   for variant in args.variants.split(','):
-    print(f'benchmarking {variant} ...', file=sys.stderr, flush=True)
-    row = bench_variant(config, spaces, batch, variant, args.steps, args.policy_steps)
-    print(json.dumps(row), file=sys.stderr, flush=True)  # Partial results survive a kill.
-    result['variants'].append(row)
+    for also, cfg in {'': config, **alsos}.items():
+      print(f'benchmarking {variant} {also}...', file=sys.stderr, flush=True)
+      row = bench_variant(cfg, spaces, batch, variant, args.steps, args.policy_steps)
+      row['also'] = also
+      print(json.dumps(row), file=sys.stderr, flush=True)  # Partial results survive a kill.
+      result['variants'].append(row)
+  if alsos:  # Each override's cost against the same variant without it.
+    plain = {r['variant']: r for r in result['variants'] if not r['also']}
+    for row in result['variants']:
+      if row['also']:
+        row['train_cost_vs_without'] = round(
+            row['train_step_median_s'] / plain[row['variant']]['train_step_median_s'], 2)
   base = result['variants'][0]
   for row in result['variants']:
     row['train_speedup_vs_first'] = round(base['train_step_median_s'] / row['train_step_median_s'], 2)
@@ -177,10 +198,12 @@ def main(argv=None):
 
 
 def print_table(result):
-  cols = ('variant', 'first_call_s', 'train_step_median_s', 'train_step_min_s',
+  cols = ('variant', 'also', 'first_call_s', 'train_step_median_s', 'train_step_min_s',
           'achieved_gflops', 'fraction_of_matmul_peak', 'policy_step_median_ms',
           'policy_plain_ms', 'policy_xla_ms', 'policy_speedup', 'train_speedup_vs_first')
-  rows = [[str(row[c]) for c in cols] for row in result['variants']]
+  if any(row['also'] for row in result['variants']):
+    cols += ('train_cost_vs_without',)
+  rows = [[str(row.get(c, '')) for c in cols] for row in result['variants']]
   widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
   line = lambda cells: '  '.join(c.rjust(w) for c, w in zip(cells, widths))
   print(f"matmul peak GFLOP/s: {result['matmul_peak_gflops']}", file=sys.stderr)

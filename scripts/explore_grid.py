@@ -1,15 +1,18 @@
 """Reward-free exploration on a grid: distinct cells visited, per behaviour and seed.
 
   .venv/bin/python scripts/explore_grid.py                                  # 3 seeds, 3,000 steps
-  .venv/bin/python scripts/explore_grid.py --behaviors plan2explore greedy --seeds 0 1 2 \\
-      --steps 3000 --out grid.json -- --disag_target deter --imag_horizon 10 --discount 0.9
+  .venv/bin/python scripts/explore_grid.py --grid 101x1 --length 50 --obs coords --seeds 0 1 \
+      --out corridor.json -- --disag_models 10 --imag_horizon 15 --expl_head.units 128
 
-A 21x21 grid without reward; four moves; every episode starts at the centre and lasts 40 steps
-(so one episode can reach at most 40 cells in a straight line). The observation is the one-hot
-x and y. Each behaviour trains the `debug` preset with `expl_extr_scale 0` and explores
+By default a 21x21 grid without reward; four moves; every episode starts at the centre and
+lasts 40 steps (so one episode can reach at most 40 cells in a straight line); the observation
+is the one-hot x and y. `--grid WxH` (height 1: a corridor with two moves), `--length`,
+`--start corner` and `--obs cell|coords` (one-hot cell; x and y as two numbers in [-1, 1]) change
+the task. Each behaviour trains the `debug` preset with `expl_extr_scale 0` and explores
 throughout (`expl_until 0`); the count is the number of distinct cells the training env saw,
 random prefill included. Arguments after `--` override config keys for every run. Prints one
-JSON line per run and a summary (mean per behaviour) as the last line.
+JSON line per run and a summary (mean per behaviour) as the last line. What was measured with
+it, and why the margins are what they are: docs/exploration.md.
 """
 from __future__ import annotations
 
@@ -28,37 +31,53 @@ import numpy as np  # noqa: E402
 
 
 class Grid(gym.Env):
-  """A reward-free grid; `visited` collects the cells of every instance made with record=True."""
+  """A reward-free grid; `visited` collects the cells of every instance made with record=True.
 
-  size = 21
-  observation_space = gym.spaces.Box(0, 1, (2 * size,), np.float32)
-  action_space = gym.spaces.Discrete(4)
+  A grid one cell high is a corridor with two moves (right, left); otherwise four moves.
+  Episodes start at the centre or at the corner (0, 0) and last `length` steps.
+  """
+
   visited: set = set()
 
-  def __init__(self, length: int = 40, record: bool = False):
-    self._length, self._record = length, record
+  def __init__(self, width: int = 21, height: int = 21, length: int = 40,
+               start: str = 'centre', scale: float = 1.0, obs: str = 'xy', record: bool = False):
+    self._size, self._length, self._record, self._scale = (width, height), length, record, scale
+    self._obs_kind = obs
+    self._start = (width // 2, height // 2) if start == 'centre' else (0, 0)
+    self._moves = ((1, 0), (-1, 0)) if height == 1 else ((1, 0), (-1, 0), (0, 1), (0, -1))
+    dims = {'xy': width + height, 'cell': width * height, 'coords': 2}[obs]
+    self.observation_space = gym.spaces.Box(-scale, scale, (dims,), np.float32)
+    self.action_space = gym.spaces.Discrete(len(self._moves))
 
   def reset(self, *, seed=None, options=None):
     super().reset(seed=seed)
-    self._t, self._pos = 0, (self.size // 2, self.size // 2)
+    self._t, self._pos = 0, self._start
     return self._obs(), {}
 
   def _obs(self):
     if self._record:
       Grid.visited.add(self._pos)
-    obs = np.zeros(2 * self.size, np.float32)
-    obs[self._pos[0]] = obs[self.size + self._pos[1]] = 1
+    (x, y), (w, h) = self._pos, self._size
+    if self._obs_kind == 'coords':  # x and y in [-scale, scale]
+      return np.array([self._scale * (2 * x / max(w - 1, 1) - 1),
+                       self._scale * (2 * y / max(h - 1, 1) - 1)], np.float32)
+    obs = np.zeros(self.observation_space.shape, np.float32)
+    if self._obs_kind == 'xy':  # one-hot x, then one-hot y
+      obs[x] = obs[w + y] = self._scale
+    else:  # one-hot cell
+      obs[y * w + x] = self._scale
     return obs
 
   def step(self, action):
-    dx, dy = ((1, 0), (-1, 0), (0, 1), (0, -1))[int(action)]
-    x, y = self._pos
-    self._pos = (min(max(x + dx, 0), self.size - 1), min(max(y + dy, 0), self.size - 1))
+    dx, dy = self._moves[int(action)]
+    (x, y), (w, h) = self._pos, self._size
+    self._pos = (min(max(x + dx, 0), w - 1), min(max(y + dy, 0), h - 1))
     self._t += 1
     return self._obs(), 0.0, False, self._t >= self._length, {}
 
 
-def visited_cells(behavior: str, seed: int, steps: int, logdir: str, overrides=()) -> int:
+def visited_cells(behavior: str, seed: int, steps: int, logdir: str, overrides=(),
+                  **grid) -> int:
   """Trains `behavior` reward-free on the grid; the number of distinct cells it visited."""
   import dreamerv2_tf
   Grid.visited = set()
@@ -70,7 +89,7 @@ def visited_cells(behavior: str, seed: int, steps: int, logdir: str, overrides=(
       '--actor_opt.lr', '1e-3', '--critic_opt.lr', '1e-3', '--expl_opt.lr', '1e-3',
       '--expl_behavior', behavior, '--expl_extr_scale', '0', '--expl_until', '0',
       *overrides])
-  dreamerv2_tf.train(Grid(record=True), config, eval_env=Grid())
+  dreamerv2_tf.train(Grid(record=True, **grid), config, eval_env=Grid(**grid))
   return len(Grid.visited)
 
 
@@ -82,18 +101,28 @@ def main(argv=None) -> int:
   parser.add_argument('--behaviors', nargs='+', default=['plan2explore', 'greedy'])
   parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
   parser.add_argument('--steps', type=int, default=3000)
+  parser.add_argument('--grid', default='21x21', help='WIDTHxHEIGHT (height 1: a corridor)')
+  parser.add_argument('--length', type=int, default=40, help='steps per episode')
+  parser.add_argument('--start', choices=['centre', 'corner'], default='centre')
+  parser.add_argument('--scale', type=float, default=1.0, help='value of the hot cell')
+  parser.add_argument('--obs', choices=['xy', 'cell', 'coords'], default='xy',
+                      help='one-hot x and y, one-hot cell, or x and y as two numbers')
   parser.add_argument('--out', default='', help='also write the summary JSON here')
   args = parser.parse_args(argv)
+  width, height = (int(n) for n in args.grid.split('x'))
+  grid = dict(width=width, height=height, length=args.length, start=args.start, scale=args.scale,
+              obs=args.obs)
   counts = {}
   with tempfile.TemporaryDirectory() as tmp:
     for behavior in args.behaviors:
       for seed in args.seeds:
         start = time.time()
-        n = visited_cells(behavior, seed, args.steps, f'{tmp}/{behavior}-{seed}', overrides)
+        n = visited_cells(behavior, seed, args.steps, f'{tmp}/{behavior}-{seed}', overrides,
+                          **grid)
         counts.setdefault(behavior, []).append(n)
         print(json.dumps({'behavior': behavior, 'seed': seed, 'visited': n,
                           'seconds': round(time.time() - start, 1)}), flush=True)
-  summary = {'steps': args.steps, 'overrides': overrides, 'cells': Grid.size ** 2,
+  summary = {'steps': args.steps, 'overrides': overrides, 'grid': grid, 'cells': width * height,
              'visited': counts, 'mean': {k: statistics.mean(v) for k, v in counts.items()}}
   print(json.dumps(summary), flush=True)
   if args.out:

@@ -87,9 +87,9 @@ def main(argv=None):
   if args.steps < 1 or args.warmup < 1:
     parser.error(f'--steps {args.steps} and --warmup {args.warmup}: both must be at least 1')
   config = load_config(args.configs, rest)
-  import platform
-
+  
   import tensorflow as tf
+  from dreamerv2_tf import precision
   from dreamerv2_tf.agent import Agent
   from dreamerv2_tf.files import print_json
   from dreamerv2_tf.synthetic import make_batch, make_spaces
@@ -120,8 +120,7 @@ def main(argv=None):
   per_step = lambda s: round(1e3 * s / args.steps, 2)
   result = {
       'configs': args.configs, 'overrides': rest, 'precision': agent.dtype,
-      'machine': {'cpus': os.cpu_count(), 'processor': platform.processor() or platform.machine(),
-                  'tensorflow': tf.__version__},
+      'machine': precision.machine(),
       'wall_ms_per_step_median': round(1e3 * statistics.median(walls), 1),
       'op_ms_per_step': per_step(total),
       'categories': [{'category': c, 'ms_per_step': per_step(s), 'share': round(s / total, 3)}

@@ -119,3 +119,66 @@ def test_bench_reference_alternates_rows_and_compares_with_the_paper_best(tmp_pa
   assert rows['ours', 'bf16']['fraction_of_matmul_peak'] == 1.0  # 800 / 2.0 / 400
   assert rows['ours', '32']['fraction_of_matmul_peak'] == 2.0  # 800 / 4.0 / 100
   assert 'fraction_of_matmul_peak' not in rows['paper', '32']
+
+
+def test_bench_also_measures_an_override_beside_the_same_variant(tmp_path):
+  result, err = run_json('bench.py', '--configs', 'atari', 'debug', '--variants', 'bf16',
+                         '--steps', '2', '--policy-steps', '5',
+                         '--also', 'expl_behavior=plan2explore')
+  without, with_ = result['variants']
+  assert (without['also'], with_['also']) == ('', 'expl_behavior=plan2explore')
+  assert 'exploration' not in without['gflop_by_phase']
+  assert 'exploration' in with_['gflop_by_phase']  # (rounded to 0.1 GFLOP: tiny here)
+  assert with_['train_cost_vs_without'] == round(
+      with_['train_step_median_s'] / without['train_step_median_s'], 2)
+  assert 'train_cost_vs_without' in err
+
+
+def test_bench_also_rejects_a_malformed_override():
+  proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'bench.py'), '--also',
+                         'expl_behavior'], cwd=ROOT, env=ENV, capture_output=True, text=True)
+  assert proc.returncode == 2 and "--also 'expl_behavior'" in proc.stderr
+
+
+def test_exploration_flops_count_every_ensemble_member():
+  import dreamerv2_tf
+  from dreamerv2_tf import flops
+  from dreamerv2_tf.synthetic import make_spaces
+
+  def phases(*argv):
+    config = dreamerv2_tf.load_config(['debug'], ['--precision', '32', *argv])
+    agent = dreamerv2_tf.Agent(config, *make_spaces(image=(64, 64, 1), actions=3))
+    return agent, flops.train_step_flops(agent, 4, 10)
+
+  _, greedy = phases()
+  assert 'exploration' not in greedy
+  agent, three = phases('--expl_behavior', 'plan2explore', '--disag_models', '3')
+  _, five = phases('--expl_behavior', 'plan2explore', '--disag_models', '5')
+  # Each member is trained on the 40 replayed steps (forward + backward) and runs on every
+  # imagined state (H + 1 per start) to give the reward.
+  member = flops.mlp_flops(agent.expl.heads[0])
+  horizon = agent.config.imag_horizon
+  assert math.isclose(five['exploration'] - three['exploration'],
+                      2 * 40 * member * (3 + horizon + 1))
+  assert five['total'] - five['exploration'] == greedy['total']
+  _, model_loss = phases('--expl_behavior', 'model_loss')
+  assert 0 < model_loss['exploration'] < three['exploration']
+
+
+def test_kernel_ceiling_times_each_part_under_each_variant():
+  result, err = run_json('kernel_ceiling.py', '--configs', 'atari', 'debug', '--repeats', '1',
+                         '--variants', 'bf16,32+plain')
+  parts = [(row['variant'], row['part']) for row in result['rows']]
+  # +plain only swaps the convolution kernels, so it times only the convolution parts.
+  assert parts == [('bf16', 'encoder'), ('bf16', 'decoder'), ('bf16', 'heads'), ('bf16', 'gemm'),
+                   ('32+plain', 'encoder'), ('32+plain', 'decoder')]
+  best = result['best_gflops']
+  for part in ('encoder', 'decoder', 'heads'):
+    assert best[part] == max(r['gflops'] for r in result['rows'] if r['part'] == part)
+  # Each part's FLOPs at its best rate; every FLOP of the step is counted once.
+  gflop = {r['part']: r['gflop'] for r in result['rows']}
+  rest = result['step_gflop'] - gflop['encoder'] - gflop['decoder']
+  want = gflop['encoder'] / best['encoder'] + gflop['decoder'] / best['decoder'] + rest / best['heads']
+  assert math.isclose(result['ceiling_s'], want, rel_tol=0.05, abs_tol=2e-3)
+  assert result['machine']['cpus'] == os.cpu_count() and result['machine']['cpu']
+  assert 'no step is faster than' in err
