@@ -89,6 +89,9 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
       raise ConfigError(str(e)) from None
   elif eval_env is None:
     eval_env = _second_env(env)
+  if config.deterministic and config.strategy != 'default':
+    raise ConfigError(f'deterministic: true runs with strategy default only, not '
+                      f'{config.strategy!r}')
   # This process's place among multi-worker workers (0: the chief); workers explore differently.
   worker = distribute.task_index(config.strategy)
   # Environments first: a task that cannot be made leaves no logdir behind.
@@ -134,6 +137,10 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
   estimate = RunEstimate(config.steps, config.action_repeat, cpu=device == 'cpu')
 
   cleanup.append(logger.close)
+  # Seeded before the agent is built: the seed chooses the initial weights too.
+  seed_everything(seed)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
   agent = Agent(config, obs_space, act_space, strategy=strategy)
   step = agent.step  # Agent steps: the loop's counter and the clock of the agent's schedules.
   checkpoints = Checkpoints(tf.train.Checkpoint(agent=agent, step=step), logdir / 'checkpoints',
@@ -294,8 +301,8 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
       # Evaluation episodes shorter than the replay's minlen (CartPole can fall in 9 steps)
       # give nothing to sample yet: the eval report then waits for a later evaluation.
       if 'image' in obs_space.spaces and report_dataset is None and eval_replay.can_sample:
-        report_dataset = iter(eval_replay.dataset(min(6, config.dataset.batch),
-                                                  config.dataset.length))
+        report_dataset = _batches(eval_replay, min(6, config.dataset.batch),
+                                  config.dataset.length, config.deterministic)
       for name, source in (('train', dataset), ('eval', report_dataset)):
         if source is not None and 'image' in obs_space.spaces:
           for key, video in agent.report(next(source)).items():
@@ -329,6 +336,8 @@ def _train_dataset(strategy, replay, config: Config):
   import tensorflow as tf
   batch, length = config.dataset.batch, config.dataset.length
   if config.strategy == 'default':
+    if config.deterministic:
+      return _batches(replay, batch, length, True)
     dataset = replay.dataset(batch, length)
     gpus = tf.config.list_logical_devices('GPU')
     if gpus:  # Copy the next batch to the GPU while the current one trains (unmeasured here).
@@ -341,6 +350,14 @@ def _train_dataset(strategy, replay, config: Config):
   def dataset_fn(ctx):
     return replay.dataset(ctx.get_per_replica_batch_size(batch), length)
   return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def _batches(replay, batch: int, length: int, deterministic: bool):
+  """An iterator of the replay's batches: sampled in this thread when `deterministic`, else
+  in the background by tf.data (whose sampling races the env's additions to the replay)."""
+  if deterministic:
+    return replay.batches(batch, length)
+  return iter(replay.dataset(batch, length))
 
 
 def _act(agent, obs, state, mode):

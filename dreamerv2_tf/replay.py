@@ -243,6 +243,20 @@ class Replay:
     items = [next(chunks) for _ in range(batch)]
     return {key: np.stack([item[key] for item in items]) for key in items[0]}
 
+  def batches(self, batch: int, length: int) -> Iterator[dict[str, np.ndarray]]:
+    """The chunks of `dataset`, batched as numpy arrays in the calling thread.
+
+    Each batch is drawn when it is asked for, so it depends only on the replay's seed and on
+    what was added before: the `deterministic` loop trains on these.
+    """
+    _int('batch', batch), _int('length', length)
+    with self._lock:
+      self._available()
+    chunks = self._chunks(length)
+    while True:
+      items = [next(chunks) for _ in range(batch)]
+      yield {key: np.stack([item[key] for item in items]) for key in items[0]}
+
   def dataset(self, batch: int, length: int):
     """A `tf.data.Dataset` of training chunks `[batch, length, ...]`, sampled in background.
 

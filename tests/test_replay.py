@@ -236,6 +236,26 @@ def test_sample_shapes_and_no_log_keys(tmp_path):
     assert 'log_info' in data.files, 'log keys are kept on disk'
 
 
+def test_batches_are_drawn_when_asked_for(tmp_path):
+  # The deterministic loop's batches: the same seed and contents give the same batches, and a
+  # batch asked for after an episode was added can hold it (none is sampled ahead of time,
+  # as tf.data's background prefetch does).
+  draws = []
+  for name in ('a', 'b'):
+    replay = Replay(tmp_path / name, minlen=5, maxlen=5, seed=7)
+    replay.add_episode(episode(30))
+    batches = replay.batches(8, 5)
+    before = next(batches)
+    replay.add_episode(episode(30, start=1000))
+    after = next(batches)
+    draws.append((before, after))
+    check_contiguous(before), check_contiguous(after)
+    assert before['reward'].max() < 1000 <= after['reward'].max()
+  for x, y in zip(*draws):
+    for key in x:
+      np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+
+
 # Errors.
 
 def test_empty_replay_raises_a_clear_error(tmp_path):
