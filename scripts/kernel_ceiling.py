@@ -15,6 +15,10 @@ and for the convolutions the Keras layers as well as the default patch/fast-deco
 path. GFLOP/s are from the analytic counts of `dreamerv2_tf/flops.py` (backward = 2x forward).
 The `ceiling` line divides the step's FLOPs, per part, by the best rate any variant reached on
 it: no step built from these kernels can be faster than that, before casts and elementwise ops.
+The batch-1 policy step (`policy`, under each precision) is split the same way: the whole
+step as the agent runs it, the encoder on one image, one matrix-vector product with every dense
+kernel the step reads (the RSSM's posterior path and the actor), and an empty tf.function call.
+At batch 1 the kernels are bound by reading the weights, not by FLOPs.
 Prints a table to stderr and JSON to stdout; other arguments override config keys.
 """
 from __future__ import annotations
@@ -97,6 +101,36 @@ def parts(tf, agent, config, xla: bool) -> dict:
   }
 
 
+def policy_parts(tf, agent, xla: bool) -> dict:
+  """{part: step function} of the batch-1 policy step (see the module docstring)."""
+  from dreamerv2_tf.synthetic import make_batch
+  import numpy as np
+  wm, rssm = agent.wm, agent.wm.rssm
+  batch = make_batch(agent.obs_space, {'action': agent.act_space}, batch=1, length=1)
+  obs = {k: v[:, 0] for k, v in batch.items() if k != 'action'}
+  _, state = agent.policy(obs, None, 'train')
+  image = tf.constant(obs['image'].astype(np.float32) / 255 - 0.5)
+  layers = [rssm.img_in, rssm.cell.layer, rssm.obs_out, rssm.obs_dist,
+            *agent.ac.actor.hidden.denses, agent.ac.actor.head.out]
+  # Under bf16, copies of the kernels in bfloat16: what acting would read from a bf16 cache.
+  dtype = tf.bfloat16 if 'bfloat16' in agent.dtype else tf.float32
+  kernels = [tf.Variable(tf.cast(layer.kernel, dtype), trainable=False) for layer in layers]
+  vectors = [tf.cast(tf.random.normal((1, int(k.shape[0]))), dtype) for k in kernels]
+  compile_ = lambda f: tf.function(f, jit_compile=xla, autograph=False)
+
+  @compile_
+  def encoder():
+    return wm.encoder({'image': image})
+
+  @compile_
+  def matvecs():
+    return tf.add_n([tf.reduce_sum(tf.cast(x @ k, tf.float32)) for x, k in zip(vectors, kernels)])
+
+  return {'policy_step': lambda: agent.policy(obs, state, 'train'),
+          'policy_encoder': encoder, 'policy_matvecs': matvecs,
+          'policy_call': tf.function(lambda: tf.constant(0.0))}
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--configs', nargs='+', default=['atari'])
@@ -134,6 +168,14 @@ def main(argv=None):
       rows.append({'variant': variant, 'part': part, 'seconds': round(seconds, 4),
                    'gflop': round(gflop, 4), 'gflops': round(gflop / seconds, 1)})
       rates[part] = max(rates.get(part, 0.0), gflop / seconds)
+      print(rows[-1], file=sys.stderr, flush=True)
+    if plain:
+      continue
+    for part, fn in policy_parts(tf, agent, xla).items():
+      if xla and part == 'policy_step':
+        continue  # the step's own XLA choice is `policy_xla`, measured by bench.py
+      rows.append({'variant': variant, 'part': part,
+                   'seconds': round(timed(fn, 20 * args.repeats), 6)})
       print(rows[-1], file=sys.stderr, flush=True)
   agent = Agent(config, *spaces)
   step = flops.train_step_flops(agent, config.dataset.batch, config.dataset.length)

@@ -171,12 +171,16 @@ def test_kernel_ceiling_times_each_part_under_each_variant():
   parts = [(row['variant'], row['part']) for row in result['rows']]
   # +plain only swaps the convolution kernels, so it times only the convolution parts.
   assert parts == [('bf16', 'encoder'), ('bf16', 'decoder'), ('bf16', 'heads'), ('bf16', 'gemm'),
+                   ('bf16', 'policy_step'), ('bf16', 'policy_encoder'),
+                   ('bf16', 'policy_matvecs'), ('bf16', 'policy_call'),
                    ('32+plain', 'encoder'), ('32+plain', 'decoder')]
+  assert all(row['seconds'] > 0 for row in result['rows'])
   best = result['best_gflops']
   for part in ('encoder', 'decoder', 'heads'):
     assert best[part] == max(r['gflops'] for r in result['rows'] if r['part'] == part)
+  assert set(best) == {'encoder', 'decoder', 'heads', 'gemm'}
   # Each part's FLOPs at its best rate; every FLOP of the step is counted once.
-  gflop = {r['part']: r['gflop'] for r in result['rows']}
+  gflop = {r['part']: r['gflop'] for r in result['rows'] if 'gflop' in r}
   rest = result['step_gflop'] - gflop['encoder'] - gflop['decoder']
   want = gflop['encoder'] / best['encoder'] + gflop['decoder'] / best['decoder'] + rest / best['heads']
   assert math.isclose(result['ceiling_s'], want, rel_tol=0.05, abs_tol=2e-3)
