@@ -7,8 +7,8 @@
 By default a 21x21 grid without reward; four moves; every episode starts at the centre and
 lasts 40 steps (so one episode can reach at most 40 cells in a straight line); the observation
 is the one-hot x and y. `--grid WxH` (height 1: a corridor with two moves), `--length`,
-`--start corner` and `--obs cell|coords` (one-hot cell; x and y as two numbers in [-1, 1]) change
-the task. Each behaviour trains the `debug` preset with `expl_extr_scale 0` and explores
+`--start corner` and `--obs cell|coords|image` (one-hot cell; x and y as two numbers in [-1, 1];
+a 64x64 image with the agent drawn as a block) change the task. Each behaviour trains the `debug` preset with `expl_extr_scale 0` and explores
 throughout (`expl_until 0`); the count is the number of distinct cells the training env saw,
 random prefill included. Arguments after `--` override config keys for every run. Prints one
 JSON line per run and a summary (mean per behaviour) as the last line. What was measured with
@@ -45,8 +45,13 @@ class Grid(gym.Env):
     self._obs_kind = obs
     self._start = (width // 2, height // 2) if start == 'centre' else (0, 0)
     self._moves = ((1, 0), (-1, 0)) if height == 1 else ((1, 0), (-1, 0), (0, 1), (0, -1))
-    dims = {'xy': width + height, 'cell': width * height, 'coords': 2}[obs]
-    self.observation_space = gym.spaces.Box(-scale, scale, (dims,), np.float32)
+    if obs == 'image':  # 64x64 grey, each cell a square block, the agent's block white
+      if max(width, height) > 64:
+        raise ValueError(f'--obs image draws at most 64 cells a side, got {width}x{height}')
+      self.observation_space = gym.spaces.Box(0, 255, (64, 64, 1), np.uint8)
+    else:
+      dims = {'xy': width + height, 'cell': width * height, 'coords': 2}[obs]
+      self.observation_space = gym.spaces.Box(-scale, scale, (dims,), np.float32)
     self.action_space = gym.spaces.Discrete(len(self._moves))
 
   def reset(self, *, seed=None, options=None):
@@ -61,6 +66,10 @@ class Grid(gym.Env):
     if self._obs_kind == 'coords':  # x and y in [-scale, scale]
       return np.array([self._scale * (2 * x / max(w - 1, 1) - 1),
                        self._scale * (2 * y / max(h - 1, 1) - 1)], np.float32)
+    if self._obs_kind == 'image':
+      image, c = np.zeros((64, 64, 1), np.uint8), 64 // max(w, h)
+      image[y * c:(y + 1) * c, x * c:(x + 1) * c] = 255
+      return image
     obs = np.zeros(self.observation_space.shape, np.float32)
     if self._obs_kind == 'xy':  # one-hot x, then one-hot y
       obs[x] = obs[w + y] = self._scale
@@ -105,8 +114,9 @@ def main(argv=None) -> int:
   parser.add_argument('--length', type=int, default=40, help='steps per episode')
   parser.add_argument('--start', choices=['centre', 'corner'], default='centre')
   parser.add_argument('--scale', type=float, default=1.0, help='value of the hot cell')
-  parser.add_argument('--obs', choices=['xy', 'cell', 'coords'], default='xy',
-                      help='one-hot x and y, one-hot cell, or x and y as two numbers')
+  parser.add_argument('--obs', choices=['xy', 'cell', 'coords', 'image'], default='xy',
+                      help='one-hot x and y, one-hot cell, x and y as two numbers, or a 64x64 '
+                      'image with the agent drawn as a block')
   parser.add_argument('--out', default='', help='also write the summary JSON here')
   args = parser.parse_args(argv)
   width, height = (int(n) for n in args.grid.split('x'))
