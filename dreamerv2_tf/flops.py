@@ -68,13 +68,7 @@ def train_step_flops(agent, batch: int, length: int) -> dict:
   actor, critic = mlp_flops(ac.actor), mlp_flops(ac.critic)
   scalar_heads = sum(v for k, v in heads.items() if k != 'decoder')
   imag_fwd = n * (horizon * (img + actor) + (horizon + 1) * (scalar_heads + critic))
-  # The actor loss reuses the imagination's actor outputs and the slow critic's values as its
-  # baseline; only the critic loss runs a network again, on H states.
-  ac_fwd = n * horizon * critic
-  if ac.grad == 'reinforce':
-    ac_bwd = 2 * n * ((horizon - 1) * actor + horizon * critic)
-  else:  # Dynamics backprop differentiates through the whole imagination too.
-    ac_bwd = 2 * (imag_fwd + ac_fwd)
+  ac_fwd, ac_bwd = _actor_critic_update(ac.grad, n, horizon, actor, critic, imag_fwd)
   phases = {'world_model_forward': wm_fwd, 'world_model_backward': 2 * wm_fwd,
             'imagination_forward': imag_fwd + ac_fwd, 'actor_critic_backward': ac_bwd}
   if agent.expl is not None:
@@ -95,9 +89,18 @@ def exploration_flops(agent, n: int, img: float, heads: dict) -> float:
   scalar_heads = sum(v for k, v in heads.items() if k not in ('decoder', 'reward'))
   reward = len(members) * member + (heads['reward'] if agent.config.expl_extr_scale else 0.0)
   imag = n * (horizon * (img + actor) + (horizon + 1) * (scalar_heads + critic + reward))
-  ac_fwd = n * horizon * critic
-  if expl.ac.grad == 'reinforce':
-    ac_bwd = 2 * n * ((horizon - 1) * actor + horizon * critic)
-  else:
-    ac_bwd = 2 * (imag + ac_fwd)
+  ac_fwd, ac_bwd = _actor_critic_update(expl.ac.grad, n, horizon, actor, critic, imag)
   return train + imag + ac_fwd + ac_bwd
+
+
+def _actor_critic_update(grad: str, n: int, horizon: int, actor: float, critic: float,
+                         imag: float) -> tuple[float, float]:
+  """(forward, backward) FLOPs of an actor-critic update after an imagination of `imag`.
+
+  The actor loss reuses the imagination's actor outputs and the slow critic's values as its
+  baseline; only the critic loss runs a network again, on H states.
+  """
+  fwd = n * horizon * critic
+  if grad == 'reinforce':
+    return fwd, 2 * n * ((horizon - 1) * actor + horizon * critic)
+  return fwd, 2 * (imag + fwd)  # Dynamics backprop differentiates through the imagination too.
