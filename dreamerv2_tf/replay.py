@@ -238,10 +238,7 @@ class Replay:
 
   def sample(self, batch: int, length: int) -> dict[str, np.ndarray]:
     """A batch of training chunks as numpy arrays `[batch, length, ...]`."""
-    _int('batch', batch), _int('length', length)
-    chunks = self._chunks(length)
-    items = [next(chunks) for _ in range(batch)]
-    return {key: np.stack([item[key] for item in items]) for key in items[0]}
+    return next(self.batches(batch, length))
 
   def batches(self, batch: int, length: int) -> Iterator[dict[str, np.ndarray]]:
     """The chunks of `dataset`, batched as numpy arrays in the calling thread.

@@ -17,7 +17,8 @@ The `ceiling` line divides the step's FLOPs, per part, by the best rate any vari
 it: no step built from these kernels can be faster than that, before casts and elementwise ops.
 The batch-1 policy step (`policy`, under each precision) is split the same way: the whole
 step as the agent runs it, the encoder on one image, one matrix-vector product with every dense
-kernel the step reads (the RSSM's posterior path and the actor), and an empty tf.function call.
+kernel the step reads (the RSSM's posterior path and the actor), and an empty tf.function call
+(+plain variants time only the encoder, through the Keras convolutions).
 At batch 1 the kernels are bound by reading the weights, not by FLOPs.
 Prints a table to stderr and JSON to stdout; other arguments override config keys.
 """
@@ -142,6 +143,8 @@ def main(argv=None):
   for variant in args.variants.split(','):
     if variant not in VARIANTS:
       parser.error(f'variant {variant!r}: expected one of {", ".join(VARIANTS)}')
+  if all('plain' in variant for variant in args.variants.split(',')):
+    parser.error(f'--variants {args.variants}: needs one without +plain (the heads\' rate)')
   if args.repeats < 1:
     parser.error(f'--repeats {args.repeats}: must be at least 1')
   config = load_config(args.configs, rest)
@@ -153,7 +156,7 @@ def main(argv=None):
   from dreamerv2_tf.synthetic import make_spaces
   image = tuple(int(x) for x in args.image.split(','))
   spaces = make_spaces(image=image)
-  rows, rates = [], {}
+  rows, rates, part_gflop = [], {}, {}
   for variant in args.variants.split(','):
     prec, *mods = variant.split('+')
     xla, plain = 'xla' in mods, 'plain' in mods
@@ -168,23 +171,21 @@ def main(argv=None):
       rows.append({'variant': variant, 'part': part, 'seconds': round(seconds, 4),
                    'gflop': round(gflop, 4), 'gflops': round(gflop / seconds, 1)})
       rates[part] = max(rates.get(part, 0.0), gflop / seconds)
+      part_gflop[part] = gflop
       print(rows[-1], file=sys.stderr, flush=True)
-    if plain:
-      continue
     for part, fn in policy_parts(tf, agent, xla).items():
       if xla and part == 'policy_step':
         continue  # the step's own XLA choice is `policy_xla`, measured by bench.py
+      if plain and part != 'policy_encoder':
+        continue
       rows.append({'variant': variant, 'part': part,
                    'seconds': round(timed(fn, 20 * args.repeats), 6)})
       print(rows[-1], file=sys.stderr, flush=True)
-  agent = Agent(config, *spaces)
   step = flops.train_step_flops(agent, config.dataset.batch, config.dataset.length)
   # The step's FLOPs by part: the encoder's and the decoder's at their own best rates, the rest
   # (matmuls: the heads, the RSSM, the encoder's and decoder's dense layers) at the heads' rate,
   # the fastest matmul shape of the step.
-  n = config.dataset.batch * config.dataset.length
-  enc = 3 * n * flops.encoder_flops(agent.wm.encoder) / 1e9
-  dec = 3 * n * flops.decoder_flops(agent.wm.heads['decoder']) / 1e9
+  enc, dec = part_gflop['encoder'], part_gflop['decoder']
   rest_gflop = step['total'] / 1e9 - enc - dec
   ceiling = enc / rates['encoder'] + dec / rates['decoder'] + rest_gflop / rates['heads']
   conv = (enc + dec) * 1e9

@@ -173,7 +173,8 @@ def test_kernel_ceiling_times_each_part_under_each_variant():
   assert parts == [('bf16', 'encoder'), ('bf16', 'decoder'), ('bf16', 'heads'), ('bf16', 'gemm'),
                    ('bf16', 'policy_step'), ('bf16', 'policy_encoder'),
                    ('bf16', 'policy_matvecs'), ('bf16', 'policy_call'),
-                   ('32+plain', 'encoder'), ('32+plain', 'decoder')]
+                   ('32+plain', 'encoder'), ('32+plain', 'decoder'),
+                   ('32+plain', 'policy_encoder')]
   assert all(row['seconds'] > 0 for row in result['rows'])
   best = result['best_gflops']
   for part in ('encoder', 'decoder', 'heads'):
@@ -186,3 +187,11 @@ def test_kernel_ceiling_times_each_part_under_each_variant():
   assert math.isclose(result['ceiling_s'], want, rel_tol=0.05, abs_tol=2e-3)
   assert result['machine']['cpus'] == os.cpu_count() and result['machine']['cpu']
   assert 'no step is faster than' in err
+
+
+def test_kernel_ceiling_needs_a_variant_that_times_the_heads():
+  proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / 'kernel_ceiling.py'),
+                         '--variants', '32+plain'], cwd=ROOT, env=ENV, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 2
+  assert "--variants 32+plain: needs one without +plain" in proc.stderr
