@@ -9,6 +9,7 @@ import errno
 import os
 import re
 import tempfile
+from typing import Any, BinaryIO, Callable
 
 from dreamerv2_tf.config import RunError
 
@@ -41,13 +42,18 @@ def _tf_cause(message: str) -> str:
   return message.rsplit('; ', 1)[-1] if '; ' in message else message
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-  """Writes `text` to a temporary file beside `path`, then renames it over `path`."""
-  folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any],
+                 what: str = 'file') -> None:
+  """Calls `write` on a hidden temporary file beside `path`, then renames it over `path`.
+
+  The temporary name (`.<name>.<random>.tmp`) matches no `*.npz` or `*.yaml` glob, so readers
+  never see a half-written file; it is deleted when the write fails.
+  """
+  folder, name = os.path.split(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=folder, prefix=f'.{name}.', suffix='.tmp')
   try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      f.write(text)
+    with os.fdopen(fd, 'wb') as f:
+      write(f)
       f.flush()
       os.fsync(f.fileno())  # The data is on disk before the rename makes it visible.
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; keep the usual mode.
@@ -55,11 +61,16 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
   except OSError as e:
     if os.path.exists(tmp):
       os.unlink(tmp)
-    raise WriteError.of(path, e) from e
+    raise WriteError.of(path, e, what) from e
   except BaseException:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+  """Writes `text` (UTF-8) to `path` atomically; see `write_atomic`."""
+  write_atomic(path, lambda f: f.write(text.encode('utf-8')))
 
 
 def _umask() -> int:

@@ -1,7 +1,7 @@
 """Replay buffer: episodes stored as compressed chunk files, sequences sampled for training.
 
-Storage. An episode is written as one or more files `<timestamp>-<episode id>-<chunk
-index>-<length>.npz`, each an independent segment on disk. While an episode runs, its
+Storage. An episode is written as one or more files (`episode_files`: `<timestamp>-<episode
+id>-<chunk index>-<length>.npz`), each an independent segment on disk. While an episode runs, its
 oldest `chunk` pending steps are written once `chunk + minlen` are pending; holding `minlen`
 steps back makes the piece written at `is_last` at least `minlen` long, so episode ends stay
 sampleable. A 27k-step Atari episode is thus trainable and crash-safe after ~1k steps, and
@@ -33,39 +33,15 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
+from dreamerv2_tf import episode_files
 from dreamerv2_tf import finite
-from dreamerv2_tf.files import WriteError
-
-REQUIRED = ('is_first', 'is_last')
-
-
-def _storage_dtype(dtype) -> np.dtype:
-  # float64/int64 come from Python scalars; the agent and tf.data expect 32-bit values.
-  dtype = np.dtype(dtype)
-  wide = dtype.kind in 'fi' and dtype.itemsize > 4
-  return np.dtype({'f': np.float32, 'i': np.int32}[dtype.kind]) if wide else dtype
-
-
-def _convert(key: str, value: Any) -> np.ndarray:
-  # Copy, because environments may reuse (and later overwrite) their observation buffers.
-  value = np.asarray(value)
-  if value.dtype.kind == 'O':
-    raise ValueError(f'key {key!r} has dtype object; allowed: numeric, bool or string values')
-  return np.array(value, dtype=_storage_dtype(value.dtype))
+from dreamerv2_tf.episode_files import REQUIRED, convert
 
 
 def _int(name: str, value: Any, minimum: int = 1) -> int:
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
     raise ValueError(f'{name} must be an integer >= {minimum}, got {value!r}')
   return int(value)
-
-
-def _parse(name: str) -> tuple | None:
-  """`<timestamp>-<id>-<chunk>-<length>.npz` -> (timestamp, id, chunk, length), else None."""
-  parts = name[:-len('.npz')].split('-')
-  if len(parts) != 4 or not parts[2].isdigit() or not parts[3].isdigit():
-    return None
-  return parts[0], parts[1], int(parts[2]), int(parts[3])
 
 
 def bytes_per_step(example: Mapping[str, Any]) -> int:
@@ -86,7 +62,7 @@ def bytes_per_step(example: Mapping[str, Any]) -> int:
       total += int(value.n) * 4
     else:  # Array, Python scalar or Box space.
       value = value if hasattr(value, 'dtype') else np.asarray(value)
-      total += math.prod(value.shape) * _storage_dtype(value.dtype).itemsize
+      total += math.prod(value.shape) * episode_files.storage_dtype(value.dtype).itemsize
   return total
 
 
@@ -167,7 +143,7 @@ class Replay:
     If writing a file fails, the step is not added and the exception propagates, so the
     call can be retried.
     """
-    step = {key: _convert(key, value) for key, value in _mapping('add_step', transition).items()}
+    step = {key: convert(key, value) for key, value in _mapping('add_step', transition).items()}
     with self._lock:
       if message := self._spec_mismatch({k: (v.dtype, v.shape) for k, v in step.items()}):
         raise ValueError(f'add_step: {message}')
@@ -212,7 +188,7 @@ class Replay:
 
   def add_episode(self, episode: Mapping[str, Any]) -> None:
     """Add a complete episode: dict of arrays `[L, ...]`, is_first at 0, is_last at L-1."""
-    data = {key: _convert(key, value) for key, value in _mapping('add_episode', episode).items()}
+    data = {key: convert(key, value) for key, value in _mapping('add_episode', episode).items()}
     lengths = {key: (len(value) if value.ndim else None) for key, value in data.items()}
     if len(set(lengths.values())) != 1 or None in lengths.values() or not data['is_first'].size:
       raise ValueError(f'add_episode: all values need the same length >= 1, got {lengths}')
@@ -352,30 +328,13 @@ class Replay:
     return None
 
   def _store(self, episode_id: str, index: int, data: dict) -> None:
-    name = self._write(f'{episode_id}-{index}-{len(data["is_first"])}.npz', data)
-    with self._lock:
-      self._total_episodes += index == 0
-      self._insert(name, episode_id, {key: data[key] for key in self._spec}, index)
-
-  def _write(self, suffix: str, data: dict) -> str:
     with self._lock:  # Strictly increasing stamps keep the file order equal to add order.
       tick = self._last_stamp + datetime.timedelta(microseconds=1)
       self._last_stamp = now = max(datetime.datetime.now(), tick)
-    name = f'{now:%Y%m%dT%H%M%S%f}-{suffix}'
-    temp = self.directory / f'.{name}.{uuid.uuid4().hex[:8]}.tmp'
-    try:
-      with open(temp, 'wb') as f:
-        np.savez_compressed(f, **data)
-        f.flush()
-        os.fsync(f.fileno())
-      os.replace(temp, self.directory / name)
-    except OSError as e:  # Disk full, unwritable folder: one line naming the file.
-      temp.unlink(missing_ok=True)
-      raise WriteError.of(self.directory / name, e, 'episode') from e
-    except BaseException:
-      temp.unlink(missing_ok=True)
-      raise
-    return name
+    name = episode_files.write(self.directory, f'{now:%Y%m%dT%H%M%S%f}', episode_id, index, data)
+    with self._lock:
+      self._total_episodes += index == 0
+      self._insert(name, episode_id, {key: data[key] for key in self._spec}, index)
 
   def _insert(self, name: str, episode_id: str, segment: dict, index: int) -> None:
     size = len(segment['is_first'])
@@ -412,7 +371,7 @@ class Replay:
   def _load(self) -> None:
     files, episode_ids = [], set()
     for path in self.directory.glob('*.npz'):
-      parsed = _parse(path.name)
+      parsed = episode_files.parse(path.name)
       if parsed is None:
         self._skip(path, 'name is not <timestamp>-<id>-<chunk>-<length>.npz')
         continue
@@ -436,15 +395,9 @@ class Replay:
 
   def _read(self, path: pathlib.Path, length: int) -> dict | None:
     try:
-      with np.load(path, allow_pickle=False) as data:
-        segment = {key: data[key] for key in data.files if not key.startswith('log_')}
-      lengths = {key: len(value) for key, value in segment.items()}
-      if any(key not in segment for key in REQUIRED) or set(lengths.values()) != {length}:
-        raise ValueError(f'expected keys {REQUIRED} with {length} steps, got lengths {lengths}')
+      segment = episode_files.read(path, length)
       if message := self._spec_mismatch({k: (v.dtype, v.shape[1:]) for k, v in segment.items()}):
         raise ValueError(message)
-      if bad := finite.first_nonfinite(segment, axis0=True):  # Written before the check.
-        raise ValueError(f'{bad[2]} in key {bad[0]!r} at step {bad[1]}')
     except Exception as e:  # Any unreadable file is skipped; a restart must not crash.
       self._skip(path, f'{type(e).__name__}: {e}')
       return None

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dreamerv2_tf import episode_files
 from dreamerv2_tf import replay as replay_lib
 from dreamerv2_tf.replay import Replay, bytes_per_step
 from dreamerv2_tf.synthetic import make_spaces
@@ -143,7 +144,7 @@ def test_long_episode_is_chunked_and_sampleable_before_it_ends(tmp_path):
   replay = Replay(tmp_path, minlen=10, maxlen=20, chunk=1000)
   for step in transitions(2500, last=False):
     replay.add_step(step)
-  lengths = [replay_lib._parse(p.name)[2:] for p in files(tmp_path)]
+  lengths = [episode_files.parse(p.name)[2:] for p in files(tmp_path)]
   assert sorted(lengths) == [(0, 1000), (1, 1000)]
   assert replay.stats['loaded_steps'] == 2000
   chunk = replay.sample(32, 20)
@@ -155,7 +156,7 @@ def test_long_episode_is_chunked_and_sampleable_before_it_ends(tmp_path):
   for step in transitions(15, start=2500):
     step['is_first'] = False
     replay.add_step(step)
-  assert sorted(replay_lib._parse(p.name)[3] for p in files(tmp_path)) == [515, 1000, 1000]
+  assert sorted(episode_files.parse(p.name).length for p in files(tmp_path)) == [515, 1000, 1000]
   assert replay.stats['total_episodes'] == 1 and replay.stats['total_steps'] == 2515
 
 
@@ -163,7 +164,7 @@ def test_end_piece_is_never_shorter_than_minlen(tmp_path):
   replay = Replay(tmp_path, minlen=10, maxlen=10, chunk=100)
   replay.add_episode(episode(105))
   replay.add_episode(episode(115))
-  lengths = sorted(replay_lib._parse(p.name)[3] for p in files(tmp_path))
+  lengths = sorted(episode_files.parse(p.name).length for p in files(tmp_path))
   assert lengths == [15, 100, 105]
 
 
@@ -425,7 +426,7 @@ def test_runs_join_only_consecutive_chunks_in_memory(tmp_path):
   rewards = replay.sample(256, 20)['reward']
   assert rewards.min() >= 500 and ((rewards >= 980) & (rewards < 1020)).any()
   # A lost middle piece: the pieces around it are never joined.
-  middle = next(p for p in files(tmp_path) if replay_lib._parse(p.name)[2:] == (1, 500))
+  middle = next(p for p in files(tmp_path) if episode_files.parse(p.name)[2:] == (1, 500))
   middle.write_bytes(b'corrupt')
   with pytest.warns(UserWarning):
     restarted = Replay(tmp_path, capacity=5000, minlen=20, maxlen=20, chunk=500, seed=1)
