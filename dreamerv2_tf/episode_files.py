@@ -10,6 +10,7 @@ starting with `log_` are stored but never loaded for training.
 """
 from __future__ import annotations
 
+import datetime
 import pathlib
 from typing import Any, NamedTuple
 
@@ -19,6 +20,7 @@ from dreamerv2_tf import finite
 from dreamerv2_tf.files import write_atomic
 
 REQUIRED = ('is_first', 'is_last')
+PATTERN = '<timestamp>-<id>-<chunk>-<length>.npz'
 
 
 class Name(NamedTuple):
@@ -52,10 +54,10 @@ def parse(name: str) -> Name | None:
   return Name(parts[0], parts[1], int(parts[2]), int(parts[3]))
 
 
-def write(directory: pathlib.Path, stamp: str, episode_id: str, index: int,
+def write(directory: pathlib.Path, when: datetime.datetime, episode_id: str, index: int,
           data: dict[str, np.ndarray]) -> str:
   """Writes one segment atomically (see `files.write_atomic`) and returns its file name."""
-  name = f'{stamp}-{episode_id}-{index}-{len(data["is_first"])}.npz'
+  name = f'{when:%Y%m%dT%H%M%S%f}-{episode_id}-{index}-{len(data["is_first"])}.npz'
   write_atomic(directory / name, lambda f: np.savez_compressed(f, **data), 'episode')
   return name
 

@@ -331,7 +331,7 @@ class Replay:
     with self._lock:  # Strictly increasing stamps keep the file order equal to add order.
       tick = self._last_stamp + datetime.timedelta(microseconds=1)
       self._last_stamp = now = max(datetime.datetime.now(), tick)
-    name = episode_files.write(self.directory, f'{now:%Y%m%dT%H%M%S%f}', episode_id, index, data)
+    name = episode_files.write(self.directory, now, episode_id, index, data)
     with self._lock:
       self._total_episodes += index == 0
       self._insert(name, episode_id, {key: data[key] for key in self._spec}, index)
@@ -373,7 +373,7 @@ class Replay:
     for path in self.directory.glob('*.npz'):
       parsed = episode_files.parse(path.name)
       if parsed is None:
-        self._skip(path, 'name is not <timestamp>-<id>-<chunk>-<length>.npz')
+        self._skip(path, f'name is not {episode_files.PATTERN}')
         continue
       files.append((parsed, path))
       episode_ids.add(parsed[1])
