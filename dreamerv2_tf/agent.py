@@ -211,22 +211,29 @@ class ActorCritic(tf.Module):
     reward_fn: imagined sequence -> reward `[H+1, B*T]`; default the reward head's mode (the
     task reward; exploration behaviours pass their intrinsic reward, see expl.py).
     """
-    if reward_fn is None:
-      reward_fn = lambda seq: world_model.heads['reward'](seq['feat']).mode()
-    with tf.GradientTape() as actor_tape:
-      seq = world_model.imagine(self.actor, start, is_terminal, self.config.imag_horizon, noise)
-      seq['reward'], metrics = self.rewnorm(reward_fn(seq))
-      target, mets = self.target(seq)
-      metrics.update(mets)
-      actor_loss, mets = self.actor_loss(seq, target)
-      metrics.update(mets)
-    with tf.GradientTape() as critic_tape:
-      critic_loss, mets = self.critic_loss(seq, target)
-      metrics.update(mets)
+    # Both tapes record everything; each loss reaches its own network's weights only.
+    with tf.GradientTape() as actor_tape, tf.GradientTape() as critic_tape:
+      actor_loss, critic_loss, metrics = self.loss(world_model, start, is_terminal, noise,
+                                                   reward_fn)
     metrics.update(self.actor_opt(actor_tape, actor_loss))
     metrics.update(self.critic_opt(critic_tape, critic_loss))
     self.update_slow_target()
     return metrics
+
+  def loss(self, world_model: WorldModel, start: dict, is_terminal: tf.Tensor,
+           noise: Noise | None = None, reward_fn=None) -> tuple[tf.Tensor, tf.Tensor, dict]:
+    """(actor loss, critic loss, metrics) on trajectories imagined from `start`."""
+    if reward_fn is None:
+      reward_fn = lambda seq: world_model.heads['reward'](seq['feat']).mode()
+    seq = world_model.imagine(self.actor, start, is_terminal, self.config.imag_horizon, noise)
+    seq['reward'], metrics = self.rewnorm(reward_fn(seq))
+    target, mets = self.target(seq)
+    metrics.update(mets)
+    actor_loss, mets = self.actor_loss(seq, target)
+    metrics.update(mets)
+    critic_loss, mets = self.critic_loss(seq, target)
+    metrics.update(mets)
+    return actor_loss, critic_loss, metrics
 
   def target(self, seq: dict) -> tuple[tf.Tensor, dict]:
     """lambda-returns of the imagined sequence, bootstrapped with the slow critic.

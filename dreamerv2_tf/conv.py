@@ -13,7 +13,7 @@ from typing import Mapping
 import keras
 import tensorflow as tf
 
-from dreamerv2_tf import dists
+from dreamerv2_tf import dists, layers
 from dreamerv2_tf.nets import DenseStack, DistLayer, built, dims, get_act, norm_layer
 
 
@@ -49,7 +49,7 @@ class Encoder(keras.layers.Layer):
       channels = sum(self.shapes[k][-1] for k in self.cnn_keys)
       for i, kernel in enumerate(cnn_kernels):
         depth = 2 ** i * cnn_depth
-        conv = keras.layers.Conv2D(depth, kernel, 2, dtype=self.dtype_policy)
+        conv = layers.Conv2D(depth, kernel, 2, dtype=self.dtype_policy)
         self.convs.append(built(conv, (None, h, w, channels)))
         h, w = (h - kernel) // 2 + 1, (w - kernel) // 2 + 1
         if h < 1 or w < 1:
@@ -74,7 +74,7 @@ class Encoder(keras.layers.Layer):
       for conv, norm in zip(self.convs, self.conv_norms):
         if self._fast and _out_pixels(x.shape, conv) <= PATCH_MAX_PIXELS:
           x = patch_conv(x, tf.cast(conv.kernel, self.compute_dtype), conv.strides[0])
-          x = x + tf.cast(conv.bias, self.compute_dtype)
+          x = layers.add_bias(x, conv.bias)
         else:
           x = conv(x)
         x = norm(x) if norm is not None else x
@@ -137,13 +137,13 @@ class Decoder(keras.layers.Layer):
     self.convin, self.convs, self.conv_norms = None, [], []
     if self.cnn_keys:
       self._channels = [self.shapes[k][-1] for k in self.cnn_keys]
-      self.convin = built(keras.layers.Dense(32 * cnn_depth, dtype=self.dtype_policy),
+      self.convin = built(layers.Dense(32 * cnn_depth, dtype=self.dtype_policy),
                           (None, in_size))
       size, channels = 1, 32 * cnn_depth
       for i, kernel in enumerate(cnn_kernels):
         last = i == len(cnn_kernels) - 1
         depth = sum(self._channels) if last else 2 ** (len(cnn_kernels) - i - 2) * cnn_depth
-        conv = keras.layers.Conv2DTranspose(depth, kernel, 2, dtype=self.dtype_policy)
+        conv = layers.Conv2DTranspose(depth, kernel, 2, dtype=self.dtype_policy)
         self.convs.append(built(conv, (None, size, size, channels)))
         self.conv_norms.append(None if last else norm_layer(norm, depth, self.dtype_policy))
         size, channels = (size - 1) * 2 + kernel, depth
@@ -171,7 +171,7 @@ class Decoder(keras.layers.Layer):
           x = self._dense_deconv(conv, x)
         elif self._fast and i == last and i > 0:
           x = subpixel_deconv(x, tf.cast(conv.kernel, self.compute_dtype))
-          x = x + tf.cast(conv.bias, self.compute_dtype)
+          x = layers.add_bias(x, conv.bias)
         else:
           x = conv(x)
         if i < last:
@@ -198,7 +198,7 @@ class Decoder(keras.layers.Layer):
     w = tf.reshape(tf.transpose(tf.cast(conv.kernel, self.compute_dtype), [3, 0, 1, 2]),
                    [cin, k * k * cout])
     x = tf.reshape(tf.matmul(tf.reshape(x, [-1, cin]), w), [-1, k, k, cout])
-    return x + tf.cast(conv.bias, self.compute_dtype)
+    return layers.add_bias(x, conv.bias)
 
 
 @tf.custom_gradient

@@ -12,7 +12,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from dreamerv2_tf import distribute, dists
+from dreamerv2_tf import distribute, dists, layers
 from dreamerv2_tf.dists import dims  # noqa: F401 (re-exported: nets.dims)
 from dreamerv2_tf.noise import StepNoise
 
@@ -52,7 +52,7 @@ class DenseStack(keras.layers.Layer):
     self._act = get_act(act)
     self.denses, self.norms = [], []
     for width in units:
-      self.denses.append(built(keras.layers.Dense(width, dtype=self.dtype_policy), (None, in_size)))
+      self.denses.append(built(layers.Dense(width, dtype=self.dtype_policy), (None, in_size)))
       self.norms.append(norm_layer(norm, width, self.dtype_policy))
       in_size = width
     self.out_size = in_size
@@ -88,10 +88,10 @@ class DistLayer(keras.layers.Layer):
     for dim in self._shape:
       size *= dim
     self._size = size
-    self.out = built(keras.layers.Dense(size, dtype=self.dtype_policy), (None, in_size))
+    self.out = built(layers.Dense(size, dtype=self.dtype_policy), (None, in_size))
     self.std = None
     if dist in ('normal', 'trunc_normal', 'tanh_normal'):
-      self.std = built(keras.layers.Dense(size, dtype=self.dtype_policy), (None, in_size))
+      self.std = built(layers.Dense(size, dtype=self.dtype_policy), (None, in_size))
     elif dist not in ('mse', 'binary', 'onehot'):
       raise ValueError(f'unknown dist {dist!r}; allowed: mse, binary, onehot, normal, '
                        'trunc_normal, tanh_normal')
@@ -167,7 +167,7 @@ class GRUCell(keras.layers.Layer):
     # No autocast: the recurrent state stays float32 (see call).
     super().__init__(autocast=False, **kwargs)
     self.size, self._act, self._update_bias = size, get_act(act), update_bias
-    self.layer = built(keras.layers.Dense(3 * size, dtype=self.dtype_policy),
+    self.layer = built(layers.Dense(3 * size, dtype=self.dtype_policy),
                        (None, in_size + size))
     self.norm = norm_layer('layer' if norm else 'none', 3 * size, self.dtype_policy)
     self.built = True
@@ -207,7 +207,7 @@ class RSSM(keras.layers.Layer):
     stoch_size = stoch * discrete if discrete else stoch
     stats_size = stoch * discrete if discrete else 2 * stoch
     policy = self.dtype_policy
-    dense = lambda units, size: built(keras.layers.Dense(units, dtype=policy), (None, size))
+    dense = lambda units, size: built(layers.Dense(units, dtype=policy), (None, size))
     self.img_in = dense(hidden, stoch_size + action_size)
     self.img_in_norm = norm_layer(norm, hidden, policy)
     self.cell = GRUCell(hidden, deter, norm=gru_norm, dtype=policy)

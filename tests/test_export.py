@@ -151,3 +151,26 @@ def test_example_client_plays_with_the_exported_model(run, tmp_path):
                          '--episodes', '1'], capture_output=True, text=True, env=ENV, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'episode 1: return' in proc.stdout  # A whole game of Pong, through ale-py directly.
+
+
+def test_precision_check_compares_each_precision_on_the_runs_own_weights(run, tmp_path):
+  before = snapshot(run)
+  script('precision_check.py', ['--logdir', str(run), '--precisions', 'bf16', '16',
+                                '--batches', '2', '--json', str(tmp_path / 'p.json')])
+  assert snapshot(run) == before
+  rows = {(r['net'], r['compared']): r for r in json.loads((tmp_path / 'p.json').read_text())['rows']}
+  for net in ('model', 'actor', 'critic'):
+    # The yardsticks differ (other noise, another batch); so does each precision, a little.
+    for compared in ('float32, other sampling noise', 'float32, the next batch',
+                     'mixed bfloat16', 'mixed float16'):
+      assert 0 < rows[net, compared]['relative'], (net, compared)
+    for compared in ('mixed bfloat16', 'mixed float16'):
+      row = rows[net, compared]
+      assert row['relative'] < 0.5 and row['cosine'] > 0.8, row
+      # The run's weights, copied into each precision's agent: the same loss within rounding.
+      assert abs(row['loss'] - row['loss_float32']) <= 0.01 * abs(row['loss_float32']), row
+
+
+def test_precision_check_bad_input_is_a_one_line_error(run):
+  proc = script('precision_check.py', ['--logdir', str(run), '--precisions', '8'], check=False)
+  assert proc.returncode == 2 and "'8' is not one of bf16, 16" in proc.stderr.splitlines()[-1]
