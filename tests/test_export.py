@@ -167,8 +167,10 @@ def test_precision_check_compares_each_precision_on_the_runs_own_weights(run, tm
     for compared in ('mixed bfloat16', 'mixed float16'):
       row = rows[net, compared]
       assert row['relative'] < 0.5 and row['cosine'] > 0.8, row
-      # The run's weights, copied into each precision's agent: the same loss within rounding.
-      assert abs(row['loss'] - row['loss_float32']) <= 0.01 * abs(row['loss_float32']), row
+      # The run's weights, copied into each precision's agent: the same loss within rounding
+      # (the actor's loss is a small difference of terms, so its rounding shows more).
+      tol = 0.01 if net == 'model' else 0.05
+      assert abs(row['loss'] - row['loss_float32']) <= tol * abs(row['loss_float32']), row
 
 
 def test_precision_check_bad_input_is_a_one_line_error(run):
