@@ -143,7 +143,11 @@ class Decoder(keras.layers.Layer):
       for i, kernel in enumerate(cnn_kernels):
         last = i == len(cnn_kernels) - 1
         depth = sum(self._channels) if last else 2 ** (len(cnn_kernels) - i - 2) * cnn_depth
-        conv = layers.Conv2DTranspose(depth, kernel, 2, dtype=self.dtype_policy)
+        # The image means leave the last layer in float32: in bfloat16 their rounding (2^-9
+        # near 0.5) is as large as a trained model's residuals, and the loss gradient with it
+        # (parity.md, "Reduced precision against float32").
+        cls = SubpixelDeconv if last and i > 0 and self._fast else layers.Conv2DTranspose
+        conv = cls(depth, kernel, 2, dtype='float32' if last else self.dtype_policy)
         self.convs.append(built(conv, (None, size, size, channels)))
         self.conv_norms.append(None if last else norm_layer(norm, depth, self.dtype_policy))
         size, channels = (size - 1) * 2 + kernel, depth
@@ -169,9 +173,6 @@ class Decoder(keras.layers.Layer):
       for i, (conv, norm) in enumerate(zip(self.convs, self.conv_norms)):
         if self._fast and i == 0:
           x = self._dense_deconv(conv, x)
-        elif self._fast and i == last and i > 0:
-          x = subpixel_deconv(x, tf.cast(conv.kernel, self.compute_dtype))
-          x = layers.add_bias(x, conv.bias)
         else:
           x = conv(x)
         if i < last:
@@ -199,6 +200,15 @@ class Decoder(keras.layers.Layer):
                    [cin, k * k * cout])
     x = tf.reshape(tf.matmul(tf.reshape(x, [-1, cin]), w), [-1, k, k, cout])
     return layers.add_bias(x, conv.bias)
+
+
+class SubpixelDeconv(layers.Conv2DTranspose):
+  """The decoder's last transposed convolution, computed by `subpixel_deconv`."""
+
+  def call(self, inputs):
+    x = subpixel_deconv(tf.cast(inputs, self.compute_dtype),
+                        tf.cast(self.kernel, self.compute_dtype))
+    return layers.add_bias(x, self.bias)
 
 
 @tf.custom_gradient

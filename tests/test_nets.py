@@ -103,3 +103,15 @@ def test_patch_conv_equals_convolution():
   for stride in (1, 2):
     np.testing.assert_allclose(conv.patch_conv(x, kernel, stride).numpy(),
                                tf.nn.conv2d(x, kernel, stride, 'VALID').numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize('fast', [True, False])
+def test_decoder_means_keep_float32_resolution_under_bfloat16(fast):
+  # In bfloat16 the means would round to steps of 2^-9 near 0.5, as large as a trained
+  # model's residuals; the last layer computes in float32 (parity.md, reduced precision).
+  dec = conv.Decoder({'image': (64, 64, 3)}, 40, cnn_depth=4, dtype='mixed_bfloat16',
+                     fast_deconv=fast)
+  feat = tf.random.stateless_normal([2, 3, 40], [0, 1])
+  mean = dec(feat)['image'].mode().numpy()
+  rounded = tf.cast(tf.cast(mean, tf.bfloat16), tf.float32).numpy()
+  assert (mean != rounded).mean() > 0.9
