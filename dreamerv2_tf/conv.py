@@ -121,7 +121,8 @@ class Decoder(keras.layers.Layer):
   Returns a dict of unit-variance Normal distributions, one per observation key. The CNN path
   maps features to a 1x1 map and upsamples with `cnn_kernels` at stride 2 (64x64 for 5,5,6,6).
   `fast_deconv` computes the first transposed convolution as the matmul it is and the last one
-  (few output channels) as a sub-pixel convolution; `false` runs Keras' layers as they are.
+  (few output channels) as a sub-pixel convolution; `false` runs plain transposed convolutions
+  (`layers.py`). The last layer computes in float32 under mixed precision.
   """
 
   def __init__(self, shapes: Mapping[str, tuple], in_size: int, cnn_keys='.*', mlp_keys='.*',
