@@ -8,8 +8,8 @@ wrong by a relative 3 % at 800 rows, 54 % at 12,000 and 99 % at 819,200
 12,000 imagined states and 800 x 30 x 30 decoder positions). The error is nearly the same at
 every update, so it does not average out: `scripts/precision_check.py` measured the critic's
 bf16 gradient 19 % away from float32's on the same batch and noise, with the errors of
-different batches 0.999 correlated, and the bias gradients of the critic and of the decoder's
-middle layers 80-96 % away.
+different batches 0.999 correlated, and the bias gradients of the critic (69-87 %) and of the
+decoder's middle layers (95-96 %) furthest away.
 
 These layers compute what Keras' do, with the same variables (checkpoints are unchanged), but
 add the bias with `add_bias`, whose gradient sums in float32. In float32 they are Keras' layers.

@@ -14,8 +14,8 @@ precision whose difference is far below both cannot be what makes a run learn di
 
 `16` (mixed float16) is the paper's GPU precision. On a CPU it is emulated: seconds per gradient
 with the `debug` preset's networks, but one gradient at `dmc_vision` sizes did not finish in
-9 minutes on a 2-core Xeon, so the default compares bf16 only. It is computed with the loss scaled as the optimizer's dynamic scale
-does: 2^15, halved while a gradient overflows.
+9 minutes on a 2-core Xeon, so the default compares bf16 only. It is computed with the loss
+scaled as the optimizer's dynamic scale does: 2^15, halved while a gradient overflows.
 
 Reads the logdir only; it writes nothing there.
 """
@@ -173,6 +173,7 @@ def main(argv=None):
     from dreamerv2_tf.files import write_text_atomic
     write_text_atomic(args.json, json.dumps({'checkpoint': path, 'frames': frames,
                                              'rows': table}, indent=2) + '\n')
+
 
 if __name__ == '__main__':
   main_guard(main)
