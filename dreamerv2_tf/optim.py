@@ -51,14 +51,17 @@ class Optimizer(tf.Module):
     """Differentiates `loss` (recorded on `tape`) and applies one update. Returns metrics."""
     variables = self.variables_ if variables is None else variables
     metrics = {f'{self._name}_loss': loss}
+    replicas = distribute.num_replicas()
     if self._loss_scale:
+      # A replica differentiates its share of the global loss (its local mean / replicas), so
+      # the float16 gradients inside the networks keep their single-device size: a local mean
+      # over 1/R of the batch would make them R times larger and overflow sooner.
       with tape:  # The scaling must be recorded by the tape that recorded the loss.
-        scaled = loss * self.scale
+        scaled = loss * (self.scale / replicas)
       grads = tape.gradient(scaled, variables)
-      grads = [g / self.scale for g in grads]
+      grads = [g * (replicas / self.scale) for g in grads]
     else:
       grads = tape.gradient(loss, variables)
-    replicas = distribute.num_replicas()
     # One all-reduce for both: the decision below needs the loss of every replica.
     grads, mean_loss = distribute.all_mean((grads, tf.cast(loss, tf.float32)))
     norm = tf.linalg.global_norm(grads)

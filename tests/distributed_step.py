@@ -18,18 +18,30 @@ from dreamerv2_tf.config import load_config  # noqa: E402
 from dreamerv2_tf.synthetic import make_batch, make_spaces  # noqa: E402
 
 
+def pop_flag(argv, name, default=None, has_value=True):
+  if name not in argv:
+    return argv, default
+  i = argv.index(name)
+  value = argv[i + 1] if has_value else True
+  return argv[:i] + argv[i + 1 + has_value:], value
+
+
+def metric_diff(a, b):
+  # Relative difference; two equal non-finite values (a skipped step's norm) count as equal.
+  if not (np.isfinite(a) and np.isfinite(b)):
+    return 0.0 if (a == b or (np.isnan(a) and np.isnan(b))) else float('inf')
+  return abs(a - b) / max(1.0, abs(a))
+
+
 def main(argv, tmpdir):
   cpu = tf.config.list_physical_devices('CPU')[0]
   tf.config.set_logical_device_configuration(
       cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
   from dreamerv2_tf.agent import Agent
-  continuous = '--continuous' in argv
-  argv = [a for a in argv if a != '--continuous']
-  steps = 2
-  if '--steps' in argv:
-    i = argv.index('--steps')
-    steps = int(argv[i + 1])
-    argv = argv[:i] + argv[i + 2:]
+  argv, continuous = pop_flag(argv, '--continuous', False, has_value=False)
+  argv, steps = pop_flag(argv, '--steps', 2)
+  steps = int(steps)
+  tf.keras.utils.set_random_seed(0)  # The same initial weights every run.
   # float32 unless asked: `auto` may pick bf16 on this CPU, whose rounding exceeds 1e-5.
   config = load_config(['debug'], ['--precision', '32', *argv])
   spaces = make_spaces(image=(64, 64, 1), vector=3, actions=5, continuous=continuous)
@@ -51,8 +63,9 @@ def main(argv, tmpdir):
     m2 = mirrored.train(batch)
     # Standard deviations are averaged over replicas, not pooled: not comparable.
     results[f'metric_diff_{step}'] = {
-        k: abs(m1[k] - m2[k]) / max(1.0, abs(m1[k])) for k in m1 if not k.endswith('_std')}
-    results[f'metrics_{step}'] = {k: m1[k] for k in ('model_loss', 'actor_loss', 'critic_loss')}
+        k: metric_diff(m1[k], m2[k]) for k in m1 if not k.endswith('_std')}
+    results[f'metrics_{step}'] = {k: m1[k] for k in m1 if k.endswith(('_loss', '_skipped_steps',
+                                                                      '_loss_scale'))}
   worst, moved = 0.0, 0.0
   for a, b, s in zip(single.weights_, mirrored.weights_, start):
     parts = strategy.experimental_local_results(b)

@@ -28,6 +28,8 @@ def run_step(*args):
     # statistic must be global) and the exploration actor-critic update alike on 2 replicas.
     (('--expl_behavior', 'plan2explore', '--expl_reward_norm.momentum', '0.5'), 2, 1e-5),
     # mixed_float16 with loss scaling (its skip-or-apply decision is taken across replicas).
+    # At these seeded weights and the starting scale 2^15, replicas that differentiated their
+    # local mean (gradients twice the single-device size) overflowed where one device did not.
     # One step: float16 sums in a different order can overflow on one side only, later.
     (('--precision', '16'), 1, 1e-3),
 ])
