@@ -197,9 +197,9 @@ class Decoder(keras.layers.Layer):
     kernel variable. oneDNN's transposed convolution ran this 8x slower (15x with gradients).
     """
     k, _, cout, cin = conv.kernel.shape
-    w = tf.reshape(tf.transpose(tf.cast(conv.kernel, self.compute_dtype), [3, 0, 1, 2]),
-                   [cin, k * k * cout])
-    x = tf.reshape(tf.matmul(tf.reshape(x, [-1, cin]), w), [-1, k, k, cout])
+    dtype = conv.compute_dtype  # float32 when it is also the last layer.
+    w = tf.reshape(tf.transpose(tf.cast(conv.kernel, dtype), [3, 0, 1, 2]), [cin, k * k * cout])
+    x = tf.reshape(tf.matmul(tf.reshape(tf.cast(x, dtype), [-1, cin]), w), [-1, k, k, cout])
     return layers.add_bias(x, conv.bias)
 
 

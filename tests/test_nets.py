@@ -105,12 +105,14 @@ def test_patch_conv_equals_convolution():
                                tf.nn.conv2d(x, kernel, stride, 'VALID').numpy(), atol=1e-4)
 
 
-@pytest.mark.parametrize('fast', [True, False])
-def test_decoder_means_keep_float32_resolution_under_bfloat16(fast):
+@pytest.mark.parametrize('fast,size,kernels', [
+    (True, 64, (5, 5, 6, 6)), (False, 64, (5, 5, 6, 6)),
+    (True, 6, (6,))])  # One layer, both first (a matmul) and last.
+def test_decoder_means_keep_float32_resolution_under_bfloat16(fast, size, kernels):
   # In bfloat16 the means would round to steps of 2^-9 near 0.5, as large as a trained
   # model's residuals; the last layer computes in float32 (parity.md, reduced precision).
-  dec = conv.Decoder({'image': (64, 64, 3)}, 40, cnn_depth=4, dtype='mixed_bfloat16',
-                     fast_deconv=fast)
+  dec = conv.Decoder({'image': (size, size, 3)}, 40, cnn_depth=4, cnn_kernels=kernels,
+                     dtype='mixed_bfloat16', fast_deconv=fast)
   feat = tf.random.stateless_normal([2, 3, 40], [0, 1])
   mean = dec(feat)['image'].mode().numpy()
   rounded = tf.cast(tf.cast(mean, tf.bfloat16), tf.float32).numpy()
