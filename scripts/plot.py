@@ -7,6 +7,9 @@
   # Your runs against the paper and against this port's published run (docs/results/):
   python scripts/plot.py --indir mine=logdir/dmc_cartpole_balance ours=docs/results \
       --outdir plots --scores ../shared/scores/dmc-vision-dreamerv2.json
+  # A run still on its way to 1e5 frames, with the paper's curve drawn to there:
+  python scripts/plot.py --indir logdir/dmc_cartpole_balance --outdir plots --frames 1e5 \
+      --scores ../shared/scores/dmc-vision-dreamerv2.json
 
 Every folder under --indir that holds a metrics.jsonl is a run; runs of the same task are seeds.
 `LABEL=PATH` names a group of runs: each group is its own curve, table and entry of
@@ -39,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
     sys.exit(2)
 
 
-def _bins(text: str) -> float:
+def _positive_frames(text: str) -> float:
   try:
     value = float(text)
   except ValueError:
@@ -69,13 +72,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
   parser.add_argument('--outdir', required=True, type=Path, help='where PNGs and summary go')
   parser.add_argument('--scores', nargs='+', type=Path, default=[],
                       help="the paper's score files, e.g. atari-dreamerv2.json")
-  parser.add_argument('--bins', type=_bins, default=None,
+  parser.add_argument('--bins', type=_positive_frames, default=None,
                       help="bin width in frames (default: the paper's for the task)")
   parser.add_argument('--baselines', type=Path, default=None,
                       help='baselines.json (default: the one beside the first --scores file)')
   parser.add_argument('--show-baselines', type=_names, default=[],
                       help='comma-separated baseline names drawn as horizontal lines')
   parser.add_argument('--method', default='dreamerv2', help='method in the score files')
+  parser.add_argument('--frames', type=_positive_frames, default=None,
+                      help="x axis up to these frames, e.g. 1e5 for a run still on its way "
+                           "there (default: where the runs end)")
   return parser.parse_args(argv)
 
 
@@ -101,9 +107,10 @@ GROUP_COLORS = ('#e41a1c', '#4daf4a', '#984ea3', '#ff7f00', '#a65628')
 
 
 def plot_task(path: Path, task: str, groups: dict[str, list], bins: float, paper: list,
-              method: str, lines: dict[str, float]) -> None:
+              method: str, lines: dict[str, float], frames: float | None = None) -> np.ndarray:
   """Draws one task: each group's mean and min-max band over seeds, the paper's likewise, and
-  horizontal lines for other agents' final scores. Writes the PNG atomically."""
+  horizontal lines for other agents' final scores, up to `frames` (default: where the runs
+  end). Writes the PNG atomically; returns the frames at which the paper's curve is drawn."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
@@ -113,7 +120,9 @@ def plot_task(path: Path, task: str, groups: dict[str, list], bins: float, paper
   curves = {label: compare.task_curve(runs, bins) for label, runs in groups.items()}
   # A run far shorter than the paper's would be a sliver: show the paper up to the runs' frames.
   ends = [c[0][-1] for c in curves.values() if len(c[0])]
-  right = max(ends) * 1.05 if ends else None
+  right = frames or (max(ends) if ends else None)
+  right = right * 1.05 if right else None
+  pxs = np.zeros(0)
   if paper:
     pxs = np.unique(np.concatenate([c[0] for c in paper]))
     pxs = pxs[pxs <= right] if right else pxs
@@ -142,6 +151,7 @@ def plot_task(path: Path, task: str, groups: dict[str, list], bins: float, paper
     _atomic_write(path, lambda f: fig.savefig(f, format='png', dpi=100))
   finally:
     plt.close(fig)
+  return pxs
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -203,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
       path = args.outdir / (re.sub(r'[^\w.-]+', '_', task) + '.png')
       task_groups = {label: [r for r in runs if r.task == task] for label, runs in groups.items()}
       plot_task(path, task, {k: v for k, v in task_groups.items() if v}, info['bins'],
-                scores.get(task, []), args.method, lines)
+                scores.get(task, []), args.method, lines, args.frames)
     labelled = any(label for label, _ in args.indir)
     for label, summary in summaries.items():
       print(f'\n== {label} ==' if labelled else '')

@@ -220,6 +220,26 @@ def test_labelled_groups_are_separate_curves_and_tables(tmp_path):
   assert groups['mine']['tasks']['atari_pong']['seeds'] == ['0', '1']
 
 
+def test_frames_widens_the_axis_for_a_run_in_progress(tmp_path):
+  # A run at 30k frames of a paper curve that goes to 1e6: by default the paper is cut where the
+  # run ends; --frames 9e4 draws it to 9e4 (what the run has yet to reach) and no further.
+  spec = importlib.util.spec_from_file_location('plot_script', SCRIPT)
+  plot = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(plot)
+  write_run(tmp_path / 'logs' / 'a', 'dmc_walker_walk', 0, [(20_000, 50.0), (30_000, 90.0)])
+  runs = compare.find_runs([tmp_path / 'logs'])
+  paper = [(np.arange(1, 34) * 30_000.0, np.arange(1, 34) * 10.0)] * 2
+  drawn = plot.plot_task(tmp_path / 'a.png', 'dmc_walker_walk', {'ours': runs}, 30_000, paper,
+                         'dreamerv2', {})
+  assert drawn.tolist() == [30_000]
+  drawn = plot.plot_task(tmp_path / 'b.png', 'dmc_walker_walk', {'ours': runs}, 30_000, paper,
+                         'dreamerv2', {}, frames=9e4)
+  assert drawn.tolist() == [30_000, 60_000, 90_000]
+  assert is_png(tmp_path / 'b.png')
+  proc = cli('--indir', tmp_path / 'logs', '--outdir', tmp_path / 'out', '--frames', '0')
+  assert proc.returncode == 2 and "'0' is not allowed" in proc.stderr
+
+
 def test_frames_label():
   assert [compare.frames_label(x) for x in (0, 500, 30_000, 1.5e6, 2e8)] == [
       '0', '500', '30k', '1.5M', '200M']
