@@ -1,7 +1,7 @@
 """Every published DreamerV2 curve, the command that reproduces it, and what a run costs.
 
   python scripts/results_table.py --scores ../shared/scores/atari-dreamerv2.json \\
-      ../shared/scores/dmc-vision-dreamerv2.json --seconds atari=3.1 dmc_vision=2.07 \
+      ../shared/scores/dmc-vision-dreamerv2.json --seconds atari=3.1 dmc_vision=2.07 \\
       --share dmc_vision=0.945
 
 Prints a Markdown table (docs/results.md holds its output): per task of the paper's score files,
