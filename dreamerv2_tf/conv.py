@@ -147,7 +147,9 @@ class Decoder(keras.layers.Layer):
         # The image means leave the last layer in float32: in bfloat16 their rounding (2^-9
         # near 0.5) is as large as a trained model's residuals, and the loss gradient with it
         # (parity.md, "Reduced precision against float32").
-        cls = SubpixelDeconv if last and i > 0 and self._fast else layers.Conv2DTranspose
+        cls = layers.Conv2DTranspose
+        if self._fast:
+          cls = MatmulDeconv if i == 0 else SubpixelDeconv if last else cls
         conv = cls(depth, kernel, 2, dtype='float32' if last else self.dtype_policy)
         self.convs.append(built(conv, (None, size, size, channels)))
         self.conv_norms.append(None if last else norm_layer(norm, depth, self.dtype_policy))
@@ -172,10 +174,7 @@ class Decoder(keras.layers.Layer):
       x = tf.reshape(x, [-1, 1, 1, 32 * self._depth])
       last = len(self.convs) - 1
       for i, (conv, norm) in enumerate(zip(self.convs, self.conv_norms)):
-        if self._fast and i == 0:
-          x = self._dense_deconv(conv, x)
-        else:
-          x = conv(x)
+        x = conv(x)
         if i < last:
           x = norm(x) if norm is not None else x
           x = self._act(x)
@@ -190,17 +189,19 @@ class Decoder(keras.layers.Layer):
     return out
 
 
-  def _dense_deconv(self, conv: keras.layers.Conv2DTranspose, x: tf.Tensor) -> tf.Tensor:
-    """The first transposed convolution, computed as the dense layer it is.
+class MatmulDeconv(layers.Conv2DTranspose):
+  """The decoder's first transposed convolution, computed as the dense layer it is.
 
-    Its input is a 1x1 map, so out[i, j, c] = sum_k x[k] W[i, j, c, k]: one matmul with the same
-    kernel variable. oneDNN's transposed convolution ran this 8x slower (15x with gradients).
-    """
-    k, _, cout, cin = conv.kernel.shape
-    dtype = conv.compute_dtype  # float32 when it is also the last layer.
-    w = tf.reshape(tf.transpose(tf.cast(conv.kernel, dtype), [3, 0, 1, 2]), [cin, k * k * cout])
-    x = tf.reshape(tf.matmul(tf.reshape(tf.cast(x, dtype), [-1, cin]), w), [-1, k, k, cout])
-    return layers.add_bias(x, conv.bias)
+  Its input is a 1x1 map, so out[i, j, c] = sum_k x[k] W[i, j, c, k]: one matmul with the same
+  kernel variable. oneDNN's transposed convolution ran this 8x slower (15x with gradients).
+  """
+
+  def call(self, inputs):
+    k, _, cout, cin = self.kernel.shape
+    w = tf.reshape(tf.transpose(tf.cast(self.kernel, self.compute_dtype), [3, 0, 1, 2]),
+                   [cin, k * k * cout])
+    x = tf.reshape(tf.cast(inputs, self.compute_dtype), [-1, cin])
+    return layers.add_bias(tf.reshape(tf.matmul(x, w), [-1, k, k, cout]), self.bias)
 
 
 class SubpixelDeconv(layers.Conv2DTranspose):
