@@ -8,12 +8,15 @@
     `files.WriteError`; the earlier checkpoints and the `checkpoint` file stay as they were;
   - is skipped when the latest checkpoint already holds this step (a resumed run that stops
     before acting), so a good checkpoint is never overwritten in place.
+A restore is strict: every object must find its values, except the `added` ones, which
+checkpoints written before they existed lack (they keep their values; `restore` names them).
 """
 from __future__ import annotations
 
 import os
 import pathlib
 import shutil
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -29,11 +32,15 @@ class NonFiniteWeightsError(RunError):
 
 
 class Checkpoints:
-  """The checkpoints of `checkpoint` (a `tf.train.Checkpoint`) in `directory`."""
+  """The checkpoints of `objects` (names to trackables, as `tf.train.Checkpoint` takes them)
+  in `directory`; `added`: the names of those that older checkpoints lack."""
 
-  def __init__(self, checkpoint: tf.train.Checkpoint, directory: str | os.PathLike,
-               variables: list):
+  def __init__(self, objects: Mapping[str, Any], directory: str | os.PathLike,
+               variables: list, added: Iterable[str] = ()):
     self.directory = pathlib.Path(directory)
+    self._objects = dict(objects)
+    self._added = tuple(added)
+    checkpoint = tf.train.Checkpoint(**self._objects)
     self._checkpoint = checkpoint
     self._variables = variables  # What must be finite: every weight, slot and counter.
     self._manager = tf.train.CheckpointManager(checkpoint, self.directory,
@@ -44,8 +51,13 @@ class Checkpoints:
     """Path prefix of the newest complete checkpoint, or None."""
     return self._manager.latest_checkpoint
 
-  def restore(self, path: str) -> None:
-    self._checkpoint.restore(path).assert_existing_objects_matched()
+  def restore(self, path: str) -> list[str]:
+    """Restores checkpoint `path`; returns the `added` names it lacks (left unchanged)."""
+    saved = {name.split('/', 1)[0] for name, _ in tf.train.list_variables(path)}
+    missing = [name for name in self._added if name not in saved]
+    objects = {k: v for k, v in self._objects.items() if k not in missing}
+    tf.train.Checkpoint(**objects).restore(path).assert_existing_objects_matched()
+    return missing
 
   def save(self, number: int) -> str | None:
     """Writes checkpoint `number` (agent steps); returns its path, or None if it exists."""

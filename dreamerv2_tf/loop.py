@@ -17,29 +17,12 @@ import numpy as np
 from dreamerv2_tf import finite
 from dreamerv2_tf.config import Config, ConfigError
 from dreamerv2_tf.logdir import prepare_logdir  # noqa: F401  (also the loop's public API)
+from dreamerv2_tf.periods import EvalSchedule, Every
 from dreamerv2_tf.stop_signal import StopSignal
 
 def seed_everything(seed: int) -> None:
   import keras
   keras.utils.set_random_seed(int(seed) % (2 ** 31))  # Python, numpy and TensorFlow.
-
-
-class Every:
-  """True once every `every` steps (never for every <= 0)."""
-
-  def __init__(self, every: float):
-    self.every, self.last = int(every), None
-
-  def __call__(self, step: int) -> bool:
-    if self.every <= 0:
-      return False
-    if self.last is None:
-      self.last = step
-      return True
-    if step >= self.last + self.every:
-      self.last += (step - self.last) // self.every * self.every
-      return True
-    return False
 
 
 def train(env, config: Config, eval_env=None) -> pathlib.Path:
@@ -143,14 +126,20 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
     tf.config.experimental.enable_op_determinism()
   agent = Agent(config, obs_space, act_space, strategy=strategy)
   step = agent.step  # Agent steps: the loop's counter and the clock of the agent's schedules.
-  checkpoints = Checkpoints(tf.train.Checkpoint(agent=agent, step=step), logdir / 'checkpoints',
-                            agent.weights_)
+  evals = EvalSchedule(config.eval_every)  # Saved too: a resume keeps the evaluation steps.
+  checkpoints = Checkpoints({'agent': agent, 'step': step, 'evaluated': evals.evaluated},
+                            logdir / 'checkpoints', agent.weights_, added=['evaluated'])
   # Read once: in a multi-worker run the chief may save while another worker starts up.
   resumed = checkpoints.latest
   if resumed:
-    checkpoints.restore(resumed)
+    if checkpoints.restore(resumed):  # Saved before `evaluated` was: read metrics.jsonl.
+      evals.recover(logdir / 'metrics.jsonl', int(step), config.action_repeat)
+    until = evals.steps_to_next(int(step))
     print(f'Resumed from {resumed} at {int(step) * config.action_repeat:,} '
-          f'frames; replay holds {train_replay.stats["loaded_steps"]:,} steps', flush=True)
+          f'frames; replay holds {train_replay.stats["loaded_steps"]:,} steps'
+          + ('' if until is None else
+             f'; next evaluation at {(int(step) + until) * config.action_repeat:,} frames'),
+          flush=True)
   # Updates skipped for a non-finite loss or gradient: too many in a row stop the run.
   watch = SkipWatch(config.skip_limit, lambda: checkpoints.latest)
   # Seeding with the step keeps a resumed run reproducible from its checkpoint.
@@ -240,7 +229,6 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
 
     should_train = Every(config.train_every)
     should_log = Every(config.log_every)
-    should_eval = Every(config.eval_every)
     train_metrics: dict[str, list] = {}
     timer = {'train_time': 0.0, 'updates': 0}
 
@@ -293,11 +281,14 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
       nonlocal report_dataset
       eval_driver.reset()
       videos['eval'] = 0
-      bar = Progress('Eval', int(config.eval_eps))
-      for done in range(int(config.eval_eps)):
-        eval_driver(policy('eval'), episodes=1)
-        bar.update(done + 1)
+      bar, done = Progress('Eval', int(config.eval_eps)), 0
+      while done < int(config.eval_eps) and not stop():
+        done += eval_driver(policy('eval'), episodes=1)[1]
+        bar.update(done)
       bar.close()
+      if done < int(config.eval_eps):
+        return  # Stopped: not recorded as done, so the resumed run evaluates here again.
+      evals.done(int(step))
       # Evaluation episodes shorter than the replay's minlen (CartPole can fall in 9 steps)
       # give nothing to sample yet: the eval report then waits for a later evaluation.
       if 'image' in obs_space.spaces and report_dataset is None and eval_replay.can_sample:
@@ -309,14 +300,15 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
             logger.video(f'{name}_{key}', video)
 
     while int(step) < config.steps and not stop():
-      if should_eval(int(step)):
+      if evals.due(int(step)):
         timed('eval', evaluate)()
         logger.write(int(step))
         if not stop():
           save()
       remaining = int(config.steps) - int(step)
-      period = int(config.eval_every) if config.eval_every > 0 else remaining
-      train_driver(timed('policy', train_policy), steps=max(min(period, remaining), 1))
+      until = evals.steps_to_next(int(step))
+      period = remaining if until is None else min(until, remaining)
+      train_driver(timed('policy', train_policy), steps=max(period, 1))
     save()
   logger.write(int(step))
   logger.close()  # (The envs close on the way out, in train().)

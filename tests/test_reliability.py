@@ -166,7 +166,7 @@ def test_checkpoint_is_never_written_from_nonfinite_weights(tmp_path):
   import tensorflow as tf
   from dreamerv2_tf.checkpoints import Checkpoints, NonFiniteWeightsError
   weight = tf.Variable([1.0, 2.0])
-  checkpoints = Checkpoints(tf.train.Checkpoint(w=weight), tmp_path, [weight])
+  checkpoints = Checkpoints({'w': weight}, tmp_path, [weight])
   first = checkpoints.save(10)
   assert checkpoints.save(10) is None  # The latest is never rewritten in place.
   weight.assign([1.0, np.nan])
@@ -176,6 +176,44 @@ def test_checkpoint_is_never_written_from_nonfinite_weights(tmp_path):
   weight.assign([0.0, 0.0])
   checkpoints.restore(first)
   assert weight.numpy().tolist() == [1.0, 2.0]
+
+
+def test_checkpoint_of_an_older_version_restores_without_what_was_added(tmp_path):
+  import tensorflow as tf
+  from dreamerv2_tf.checkpoints import Checkpoints
+  from dreamerv2_tf.periods import EvalSchedule
+  weight = tf.Variable([1.0, 2.0])
+  old = Checkpoints({'w': weight}, tmp_path / 'old', [weight]).save(10)  # No 'evaluated'.
+  evals = EvalSchedule(100)
+  new = Checkpoints({'w': weight, 'evaluated': evals.evaluated}, tmp_path / 'new', [weight],
+                    added=['evaluated'])
+  weight.assign([0.0, 0.0])
+  assert new.restore(old) == ['evaluated']
+  assert weight.numpy().tolist() == [1.0, 2.0] and int(evals.evaluated) == -1
+  evals.done(7)
+  path = new.save(20)
+  evals.evaluated.assign(-1)
+  assert new.restore(path) == [] and int(evals.evaluated) == 7
+  # Only what was added may be missing: a checkpoint without a weight is still an error.
+  other = tf.Variable([3.0])
+  strict = Checkpoints({'w': weight, 'v': other}, tmp_path / 'strict', [weight])
+  with pytest.raises(AssertionError):
+    strict.restore(old)
+
+
+def test_eval_schedule_of_an_older_checkpoint_is_read_from_the_metrics(tmp_path):
+  from dreamerv2_tf.periods import EvalSchedule
+  metrics = tmp_path / 'metrics.jsonl'
+  rows = [{'step': 200, 'eval_return': 1.0}, {'step': 2000, 'train_return': 5.0},
+          {'step': 4000, 'eval_return': None},  # An evaluation whose returns were not finite.
+          {'step': 8000, 'eval_return': 3.0}]   # Logged after the checkpoint (a killed run).
+  metrics.write_text('\n'.join(json.dumps(r) for r in rows) + '\n{"step": 90')
+  evals = EvalSchedule(1000)
+  assert evals.recover(metrics, 3000, 2) == 2000  # Agent steps: frames / action_repeat.
+  assert not evals.due(2999) and evals.due(3000) and evals.steps_to_next(2500) == 500
+  fresh = EvalSchedule(1000)
+  assert fresh.recover(tmp_path / 'missing.jsonl', 3000, 2) is None and fresh.due(3000)
+  assert fresh.steps_to_next(3000) == 0 and EvalSchedule(0).steps_to_next(5) is None
 
 
 # --- Non-finite metrics --------------------------------------------------------------------
@@ -328,7 +366,7 @@ from dreamerv2_tf.files import WriteError
 from dreamerv2_tf.replay import Replay
 folder = pathlib.Path(sys.argv[1])
 weight = tf.Variable(tf.ones([50_000]))  # 200 kB.
-checkpoints = Checkpoints(tf.train.Checkpoint(w=weight), folder / 'checkpoints', [weight])
+checkpoints = Checkpoints({'w': weight}, folder / 'checkpoints', [weight])
 checkpoints.save(1)
 replay = Replay(folder / 'episodes', minlen=5, maxlen=5)
 episode = {'image': np.zeros((10, 8, 8, 1), np.uint8), 'reward': np.zeros(10, np.float32),

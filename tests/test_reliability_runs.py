@@ -171,26 +171,27 @@ def test_full_disk_during_episode_and_checkpoint_writes(tmp_path, capsys):
     filler.unlink()
     assert {p.name: p.read_bytes() for p in episodes.glob('*.npz')} == before
     assert not [p for p in episodes.iterdir() if p.suffix != '.npz']  # No temporary file.
-    # 3: the checkpoints' disk is full: the save at step 400 fails, the earlier ones stay.
+    # 3: the checkpoints' disk is full: the save after the evaluation at step 300 fails, the
+    # earlier ones stay.
     filler = fill(checkpoints, checkpoint_size // 2)
     capsys.readouterr()
     with pytest.raises(WriteError) as info:
       run(logdir, 400)
     message = str(info.value)
-    assert message.startswith(f'could not write the checkpoint {checkpoints / "ckpt-400"}: '
+    assert message.startswith(f'could not write the checkpoint {checkpoints / "ckpt-300"}: '
                               'No space left on device; ')
     assert '\n' not in message and 'Resumed from' in capsys.readouterr().out
     filler.unlink()
     assert sorted(p.name for p in checkpoints.iterdir()) == [
         'checkpoint', 'ckpt-100.data-00000-of-00001', 'ckpt-100.index',
-        'ckpt-200.data-00000-of-00001', 'ckpt-200.index']  # No partial ckpt-400 files.
+        'ckpt-200.data-00000-of-00001', 'ckpt-200.index']  # No partial ckpt-300 files.
     restored = checkpoint_values(checkpoints / 'ckpt-200')
     assert all(np.array_equal(restored[k], good[k]) for k in good)
-    assert len(list(episodes.glob('*.npz'))) == 4  # Steps 300 and 400 were stored.
+    assert len(list(episodes.glob('*.npz'))) == 3  # The episode ending at step 300 was stored.
     # 4: with space again the same command resumes from ckpt-200 and finishes.
     run(logdir, 400)
     out = capsys.readouterr().out
-    assert f'Resumed from {checkpoints / "ckpt-200"}' in out and 'replay holds 404 steps' in out
+    assert f'Resumed from {checkpoints / "ckpt-200"}' in out and 'replay holds 303 steps' in out
     assert (checkpoints / 'ckpt-400.index').exists()
     assert all_finite(checkpoint_values(checkpoints / 'ckpt-400').values())
     pd.read_json(logdir / 'metrics.jsonl', lines=True)  # Still readable.

@@ -104,6 +104,21 @@ def test_episodes_all_shorter_than_minlen_is_a_clear_error(tmp_path):
   assert checkpoints(tmp_path)[-1] == 200
 
 
+def test_a_stop_leaves_the_evaluation_steps_of_the_run(tmp_path):
+  # A run stopped between evaluations and resumed evaluates where it would have without the
+  # stop: at prefill end (100), 200 and 300, not also at the resume (250). In the paper's code,
+  # and here before, the resume evaluated at once and moved the later evaluations.
+  args = ['--configs', 'debug', '--task', 'gym:CartPole-v1', '--eval_every', '100',
+          '--log_every', '1000']
+  def evals(logdir):
+    return [r['step'] for r in records(logdir) if 'eval_return' in r]
+  run(args + ['--logdir', str(tmp_path / 'whole'), '--steps', '400'])
+  run(args + ['--logdir', str(tmp_path / 'split'), '--steps', '250'])
+  proc = run(args + ['--logdir', str(tmp_path / 'split'), '--steps', '400'])
+  assert 'next evaluation at 300 frames' in proc.stdout
+  assert evals(tmp_path / 'whole') == evals(tmp_path / 'split') == [100, 200, 300]
+
+
 def test_incompatible_resume_is_a_clear_error(tmp_path):
   args = ['--configs', 'debug', '--task', 'gym:CartPole-v1', '--logdir', str(tmp_path)]
   run(args + ['--steps', '150'])

@@ -1,0 +1,89 @@
+"""When the loop trains, logs and evaluates: periods counted in agent steps.
+
+Training and logging restart their periods when a run resumes, as the paper's code does (a
+shift of a few steps). Evaluations do not: in the paper's code a resumed run evaluates at once
+and counts the next evaluation from there, so every stop adds a point to the curve and moves
+the later ones. Here the step of the last finished evaluation is saved with each checkpoint,
+and a resumed run evaluates where the run would have without the stop (E: eval_every):
+
+  not stopped  eval@P ------ E ------ eval@P+E ------ E ------ eval@P+2E
+  stopped      eval@P ------ E ------ eval@P+E ---- stop@S     (checkpoint: evaluated P+E)
+  resumed                                          S -------- eval@P+2E    (not also at S)
+
+A run stopped during an evaluation does that evaluation again when it resumes.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+
+class Every:
+  """True once every `every` steps (never for every <= 0)."""
+
+  def __init__(self, every: float):
+    self.every, self.last = int(every), None
+
+  def __call__(self, step: int) -> bool:
+    if self.every <= 0:
+      return False
+    if self.last is None:
+      self.last = step
+      return True
+    if step >= self.last + self.every:
+      self.last += (step - self.last) // self.every * self.every
+      return True
+    return False
+
+
+class EvalSchedule:
+  """Evaluations at the first check (a fresh run's prefill end), then every `every` agent
+  steps after the last finished one; none for every <= 0.
+
+  `evaluated` (a checkpointed int64 variable) holds the agent step of the last finished
+  evaluation, -1 before the first.
+  """
+
+  def __init__(self, every: float):
+    import tensorflow as tf  # Here: importing the loop (for --help) stays fast.
+    self.every = int(every)
+    self.evaluated = tf.Variable(-1, dtype=tf.int64, trainable=False, name='evaluated')
+
+  def due(self, step: int) -> bool:
+    last = int(self.evaluated)
+    return self.every > 0 and (last < 0 or step >= last + self.every)
+
+  def done(self, step: int) -> None:
+    """Records a finished evaluation at `step`."""
+    self.evaluated.assign(int(step))
+
+  def steps_to_next(self, step: int) -> int | None:
+    """Agent steps from `step` until the next evaluation is due; None if there is none."""
+    if self.every <= 0:
+      return None
+    last = int(self.evaluated)
+    return 0 if last < 0 else max(last + self.every - step, 0)
+
+  def recover(self, metrics: str | os.PathLike, step: int, action_repeat: int) -> int | None:
+    """For a checkpoint written before `evaluated` was saved: takes the last evaluation that
+    `metrics` (a metrics.jsonl) logged at or before agent step `step`; returns its step, or
+    None (then the resumed run evaluates at once, as the paper's code does)."""
+    last = None
+    try:
+      with open(metrics, errors='replace') as f:
+        lines = f.read().splitlines()
+    except OSError:
+      return None
+    for line in lines:
+      try:
+        record = json.loads(line)
+      except ValueError:  # A half-written line of a killed run.
+        continue
+      if not isinstance(record, dict) or 'eval_return' not in record:
+        continue
+      frames = record.get('step')
+      if isinstance(frames, (int, float)) and frames <= step * action_repeat:
+        last = int(frames) // action_repeat
+    if last is not None:
+      self.done(last)
+    return last
