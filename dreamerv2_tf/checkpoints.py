@@ -7,7 +7,9 @@
   - that fails (disk full, unwritable) removes its own partial files and raises
     `files.WriteError`; the earlier checkpoints and the `checkpoint` file stay as they were;
   - is skipped when the latest checkpoint already holds this step (a resumed run that stops
-    before acting), so a good checkpoint is never overwritten in place.
+    before acting), so a good checkpoint is never overwritten in place; with `replace` (a
+    resumed run that redid that step's evaluation) the checkpoint before it is made the latest
+    first, so a failed or killed rewrite leaves that one to resume from.
 A restore is strict: every object must find its values, except the `added` ones, which
 checkpoints written before they existed lack (they keep their values; `restore` names them).
 """
@@ -59,20 +61,44 @@ class Checkpoints:
     tf.train.Checkpoint(**objects).restore(path).assert_existing_objects_matched()
     return missing
 
-  def save(self, number: int) -> str | None:
-    """Writes checkpoint `number` (agent steps); returns its path, or None if it exists."""
+  def save(self, number: int, replace: bool = False) -> str | None:
+    """Writes checkpoint `number` (agent steps); returns its path, or None if it is the
+    latest already and `replace` is false."""
     latest = self.latest
-    if latest is not None and pathlib.Path(latest).name == f'ckpt-{number}':
+    again = latest is not None and pathlib.Path(latest).name == f'ckpt-{number}'
+    if again and not replace:
       return None
     if bad := first_nonfinite(self._variables):
       raise NonFiniteWeightsError(
           f'not writing checkpoint {number}: weight {bad} holds NaN or Inf; the checkpoints '
           f'on disk are the earlier, finite ones (latest {latest}); rerun to resume from it')
+    if again:
+      self._retire_latest()
     try:
       return self._manager.save(checkpoint_number=number)
     except (OSError, tf.errors.OpError) as e:
       self._remove_partial(number)
       raise WriteError.of(self.directory / f'ckpt-{number}', e, 'checkpoint') from e
+
+  def _retire_latest(self) -> None:
+    """Names the checkpoint before the latest as the latest (atomically), then deletes the
+    latest's files."""
+    state = tf.train.get_checkpoint_state(str(self.directory))
+    kept = [pathlib.Path(p).name for p in state.all_model_checkpoint_paths]
+    times = list(state.all_model_checkpoint_timestamps)
+    retired = kept.pop()
+    if kept:
+      # With their timestamps: the manager made anew below tracks (and rotates) only the
+      # checkpoints saved after `last_preserved_timestamp`.
+      tf.compat.v1.train.update_checkpoint_state(
+          str(self.directory), kept[-1], kept, all_model_checkpoint_timestamps=times[:-1],
+          last_preserved_timestamp=state.last_preserved_timestamp)
+    else:
+      (self.directory / 'checkpoint').unlink(missing_ok=True)
+    for path in self.directory.glob(f'{retired}.*'):  # .index and .data-*
+      path.unlink()
+    self._manager = tf.train.CheckpointManager(self._checkpoint, self.directory,
+                                               max_to_keep=MAX_TO_KEEP)
 
   def _remove_partial(self, number: int) -> None:
     """Deletes the files of the failed save `number` (never those of a listed checkpoint)."""

@@ -79,6 +79,12 @@ class Logger:
     """frames: `[T, H, W, C]` uint8 or floats in [0, 1]."""
     self._videos[name] = np.asarray(frames)
 
+  def discard(self, prefix: str) -> None:
+    """Drops what was logged under names starting with `prefix` since the last `write`."""
+    for store in (self._scalars, self._means, self._videos):
+      for name in [k for k in store if k.startswith(prefix)]:
+        del store[name]
+
   def write(self, agent_steps: int, fps: bool = False) -> None:
     step = self.frames(agent_steps)
     if fps:

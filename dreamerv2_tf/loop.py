@@ -17,7 +17,7 @@ import numpy as np
 from dreamerv2_tf import finite
 from dreamerv2_tf.config import Config, ConfigError
 from dreamerv2_tf.logdir import prepare_logdir  # noqa: F401  (also the loop's public API)
-from dreamerv2_tf.periods import EvalSchedule, Every
+from dreamerv2_tf.periods import EvalSchedule, Every, logged_evaluations
 from dreamerv2_tf.stop_signal import StopSignal
 
 def seed_everything(seed: int) -> None:
@@ -120,6 +120,10 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
   estimate = RunEstimate(config.steps, config.action_repeat, cpu=device == 'cpu')
 
   cleanup.append(logger.close)
+  # For checkpoints older than the saved evaluation step. Read before the agent is built (in a
+  # multi-worker run, before the workers' first collective), so that every worker reads the
+  # file before the chief can log anything new.
+  logged = logged_evaluations(logdir / 'metrics.jsonl', config.action_repeat)
   # Seeded before the agent is built: the seed chooses the initial weights too.
   seed_everything(seed)
   if config.deterministic:
@@ -132,8 +136,8 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
   # Read once: in a multi-worker run the chief may save while another worker starts up.
   resumed = checkpoints.latest
   if resumed:
-    if checkpoints.restore(resumed):  # Saved before `evaluated` was: read metrics.jsonl.
-      evals.recover(logdir / 'metrics.jsonl', int(step), config.action_repeat)
+    if checkpoints.restore(resumed):  # Saved before `evaluated` was: from metrics.jsonl.
+      evals.recover(logged, int(step))
     until = evals.steps_to_next(int(step))
     print(f'Resumed from {resumed} at {int(step) * config.action_repeat:,} '
           f'frames; replay holds {train_replay.stats["loaded_steps"]:,} steps'
@@ -272,12 +276,13 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
       explore = not config.expl_until or int(step) < config.expl_until
       return _act(agent, obs, state, 'explore' if explore else 'train')
 
-    def save():
-      if chief and (path := checkpoints.save(int(step))):
+    def save(replace=False):
+      if chief and (path := checkpoints.save(int(step), replace)):
         print(f'Saved checkpoint {path}', flush=True)
 
-    def evaluate():
-      # `eval_eps` episodes with the eval policy, then the world model's open-loop videos.
+    def evaluate() -> bool:
+      # `eval_eps` episodes with the eval policy, then the world model's open-loop videos;
+      # whether they all finished.
       nonlocal report_dataset
       eval_driver.reset()
       videos['eval'] = 0
@@ -286,8 +291,9 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
         done += eval_driver(policy('eval'), episodes=1)[1]
         bar.update(done)
       bar.close()
-      if done < int(config.eval_eps):
-        return  # Stopped: not recorded as done, so the resumed run evaluates here again.
+      if done < int(config.eval_eps):  # Stopped: the resumed run evaluates here again.
+        logger.discard('eval_')  # Not a point of the curve: a mean of fewer episodes.
+        return False
       evals.done(int(step))
       # Evaluation episodes shorter than the replay's minlen (CartPole can fall in 9 steps)
       # give nothing to sample yet: the eval report then waits for a later evaluation.
@@ -298,13 +304,14 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
         if source is not None and 'image' in obs_space.spaces:
           for key, video in agent.report(next(source)).items():
             logger.video(f'{name}_{key}', video)
+      return True
 
     while int(step) < config.steps and not stop():
       if evals.due(int(step)):
-        timed('eval', evaluate)()
+        finished = timed('eval', evaluate)()
         logger.write(int(step))
-        if not stop():
-          save()
+        if finished:  # Saved even if a stop came meanwhile: the evaluation is not redone.
+          save(replace=True)  # (A resumed run redoing its checkpoint's step rewrites it.)
       remaining = int(config.steps) - int(step)
       until = evals.steps_to_next(int(step))
       period = remaining if until is None else min(until, remaining)

@@ -64,26 +64,31 @@ class EvalSchedule:
     last = int(self.evaluated)
     return 0 if last < 0 else max(last + self.every - step, 0)
 
-  def recover(self, metrics: str | os.PathLike, step: int, action_repeat: int) -> int | None:
-    """For a checkpoint written before `evaluated` was saved: takes the last evaluation that
-    `metrics` (a metrics.jsonl) logged at or before agent step `step`; returns its step, or
-    None (then the resumed run evaluates at once, as the paper's code does)."""
-    last = None
-    try:
-      with open(metrics, errors='replace') as f:
-        lines = f.read().splitlines()
-    except OSError:
-      return None
-    for line in lines:
-      try:
-        record = json.loads(line)
-      except ValueError:  # A half-written line of a killed run.
-        continue
-      if not isinstance(record, dict) or 'eval_return' not in record:
-        continue
-      frames = record.get('step')
-      if isinstance(frames, (int, float)) and frames <= step * action_repeat:
-        last = int(frames) // action_repeat
+  def recover(self, logged: list[int], step: int) -> int | None:
+    """For a checkpoint at agent step `step` written before `evaluated` was saved: takes the
+    last of the `logged` evaluations (`logged_evaluations`) at or before `step`; returns its
+    step, or None (then the resumed run evaluates at once, as the paper's code does)."""
+    last = max((s for s in logged if s <= step), default=None)
     if last is not None:
       self.done(last)
     return last
+
+
+def logged_evaluations(metrics: str | os.PathLike, action_repeat: int) -> list[int]:
+  """Agent steps of the evaluations that a run's metrics.jsonl logged (rows with an
+  `eval_return`, null included: an evaluation whose returns were not finite)."""
+  try:
+    with open(metrics, errors='replace') as f:
+      lines = f.read().splitlines()
+  except OSError:
+    return []
+  steps = []
+  for line in lines:
+    try:
+      record = json.loads(line)
+    except ValueError:  # A half-written line of a killed run.
+      continue
+    if isinstance(record, dict) and 'eval_return' in record \
+        and isinstance(record.get('step'), (int, float)):
+      steps.append(int(record['step']) // action_repeat)
+  return steps

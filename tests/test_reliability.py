@@ -178,6 +178,48 @@ def test_checkpoint_is_never_written_from_nonfinite_weights(tmp_path):
   assert weight.numpy().tolist() == [1.0, 2.0]
 
 
+def test_checkpoint_rewritten_at_its_step_only_when_asked_and_never_lost(tmp_path, monkeypatch):
+  import tensorflow as tf
+  from dreamerv2_tf.checkpoints import Checkpoints
+  weight = tf.Variable([1.0])
+  checkpoints = Checkpoints({'w': weight}, tmp_path, [weight])
+  first, second = checkpoints.save(10), checkpoints.save(20)
+  weight.assign([2.0])
+  assert checkpoints.save(20) is None  # Without replace the latest is never rewritten.
+  assert checkpoints.save(20, replace=True) == second
+  assert tf.train.load_checkpoint(second).get_tensor('w/.ATTRIBUTES/VARIABLE_VALUE') == [2.0]
+  assert checkpoints.latest == second
+  # A rewrite that fails (or is killed) leaves the checkpoint before it as the latest.
+  weight.assign([3.0])
+  def fail(*args, **kwargs):
+    raise OSError(28, 'No space left on device')
+  monkeypatch.setattr(tf.train.CheckpointManager, 'save', fail)
+  with pytest.raises(WriteError, match='ckpt-20'):
+    checkpoints.save(20, replace=True)
+  assert tf.train.latest_checkpoint(str(tmp_path)) == first
+  assert sorted(p.name for p in tmp_path.glob('ckpt-*')) == ['ckpt-10.data-00000-of-00001',
+                                                              'ckpt-10.index']
+  # The checkpoints stay in the rotation: the 4th save deletes the oldest, ckpt-10.
+  monkeypatch.undo()
+  for number in (20, 30, 40):
+    checkpoints.save(number)
+  assert sorted(p.name for p in tmp_path.glob('ckpt-*.index')) == [
+      'ckpt-20.index', 'ckpt-30.index', 'ckpt-40.index']
+
+
+def test_logger_discards_what_a_stopped_evaluation_logged(tmp_path):
+  from dreamerv2_tf.logger import Logger
+  logger = Logger(tmp_path, 2, tensorboard=False, stream=open(os.devnull, 'w'))
+  logger.mean('eval_return', 5.0)
+  logger.video('eval_policy_image', np.zeros((2, 4, 4, 3), np.uint8))
+  logger.mean('train_return', 1.0)
+  logger.discard('eval_')
+  logger.write(10)
+  logger.close()
+  assert [json.loads(line) for line in (tmp_path / 'metrics.jsonl').open()] == [
+      {'step': 20, 'train_return': 1.0}]
+
+
 def test_checkpoint_of_an_older_version_restores_without_what_was_added(tmp_path):
   import tensorflow as tf
   from dreamerv2_tf.checkpoints import Checkpoints
@@ -202,17 +244,20 @@ def test_checkpoint_of_an_older_version_restores_without_what_was_added(tmp_path
 
 
 def test_eval_schedule_of_an_older_checkpoint_is_read_from_the_metrics(tmp_path):
-  from dreamerv2_tf.periods import EvalSchedule
+  from dreamerv2_tf.periods import EvalSchedule, logged_evaluations
   metrics = tmp_path / 'metrics.jsonl'
   rows = [{'step': 200, 'eval_return': 1.0}, {'step': 2000, 'train_return': 5.0},
           {'step': 4000, 'eval_return': None},  # An evaluation whose returns were not finite.
           {'step': 8000, 'eval_return': 3.0}]   # Logged after the checkpoint (a killed run).
-  metrics.write_text('\n'.join(json.dumps(r) for r in rows) + '\n{"step": 90')
+  metrics.write_text('\n'.join(json.dumps(r) for r in rows) + '\n[1]\n{"step": 90')
+  logged = logged_evaluations(metrics, 2)  # Agent steps: frames / action_repeat.
+  assert logged == [100, 2000, 4000]
   evals = EvalSchedule(1000)
-  assert evals.recover(metrics, 3000, 2) == 2000  # Agent steps: frames / action_repeat.
+  assert evals.recover(logged, 3000) == 2000
   assert not evals.due(2999) and evals.due(3000) and evals.steps_to_next(2500) == 500
   fresh = EvalSchedule(1000)
-  assert fresh.recover(tmp_path / 'missing.jsonl', 3000, 2) is None and fresh.due(3000)
+  assert logged_evaluations(tmp_path / 'missing.jsonl', 2) == []
+  assert fresh.recover([], 3000) is None and fresh.due(3000)
   assert fresh.steps_to_next(3000) == 0 and EvalSchedule(0).steps_to_next(5) is None
 
 

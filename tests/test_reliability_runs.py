@@ -58,10 +58,10 @@ class Probe(gym.Env):
     return self._obs(), 3e38 if huge else float(action[0]), False, False, {}
 
 
-def run(logdir, steps, env=None, args=()):
+def run(logdir, steps, env=None, args=(), eval_env=None):
   config = load_config(['debug'], ['--task', 'gym:probe', '--logdir', str(logdir), '--steps',
                                    str(steps), *FAST, *args])
-  return train(env or Probe(), config, Probe(seed=1))
+  return train(env or Probe(), config, eval_env or Probe(seed=1))
 
 
 def stored(logdir):
@@ -124,6 +124,45 @@ def test_diverging_loss_stops_the_run_and_keeps_finite_checkpoints(tmp_path, pre
   metrics = pd.read_json(tmp_path / 'metrics.jsonl', lines=True)  # Readable, NaN not dropped.
   logged = metrics.dropna(subset=['model_skipped_steps'])
   assert logged['model_skipped_steps'].sum() >= 2 and logged['model_loss'].isna().all()
+
+
+# --- A stop during an evaluation ----------------------------------------------------------
+
+class Stopping(Probe):
+  """Sends this process SIGTERM at its `stop_at`-th step, as a machine going away would."""
+
+  def __init__(self, stop_at, **kwargs):
+    super().__init__(**kwargs)
+    self.stop_at = stop_at
+
+  def step(self, action):
+    result = super().step(action)
+    if self.t == self.stop_at:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return result
+
+
+def test_stop_during_an_evaluation_leaves_no_point_and_redoes_it_once(tmp_path):
+  # Evaluations of 2 episodes of 100 steps at steps 100, 300, 500. SIGTERM comes in the 2nd
+  # episode of the evaluation at 300 (the eval env's step 350): the finished episode's return
+  # is not logged (it would be a point of the curve, a mean of 1 episode), and ckpt-300 keeps
+  # the last finished evaluation (100). The resume evaluates at 300, then rewrites ckpt-300
+  # with it, so a later resume from ckpt-300 does not evaluate at 300 a third time.
+  args = ['--eval_eps', '2']
+  checkpoints = tmp_path / 'checkpoints'
+  evaluated = 'evaluated/.ATTRIBUTES/VARIABLE_VALUE'
+  run(tmp_path, 600, args=args, eval_env=Stopping(350, seed=1))
+  evals = [r['step'] for r in map(json.loads, (tmp_path / 'metrics.jsonl').open())
+           if 'eval_return' in r]
+  assert evals == [100]
+  assert checkpoint_values(checkpoints / 'ckpt-300')[evaluated] == 100
+  run(tmp_path, 600, args=args)
+  evals = [r['step'] for r in map(json.loads, (tmp_path / 'metrics.jsonl').open())
+           if 'eval_return' in r]
+  assert evals == [100, 300, 500]
+  assert checkpoint_values(checkpoints / 'ckpt-300')[evaluated] == 300
+  state = (checkpoints / 'checkpoint').read_text()
+  assert 'model_checkpoint_path: "ckpt-600"' in state
 
 
 # --- Disk full -----------------------------------------------------------------------------
