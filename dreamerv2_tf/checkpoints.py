@@ -8,8 +8,8 @@
     `files.WriteError`; the earlier checkpoints and the `checkpoint` file stay as they were;
   - is skipped when the latest checkpoint already holds this step (a resumed run that stops
     before acting), so a good checkpoint is never overwritten in place; with `replace` (a
-    resumed run that redid that step's evaluation) the checkpoint before it is made the latest
-    first, so a failed or killed rewrite leaves that one to resume from.
+    resumed run that redid that step's evaluation) it is rewritten: a failed rewrite puts the
+    old one back, a killed one leaves the checkpoint before it to resume from.
 A restore is strict: every object must find its values, except the `added` ones, which
 checkpoints written before they existed lack (they keep their values; `restore` names them).
 """
@@ -27,6 +27,7 @@ from dreamerv2_tf.config import RunError
 from dreamerv2_tf.files import WriteError
 
 MAX_TO_KEEP = 3
+ASIDE = 'replaced-'  # Prefix of a checkpoint's files while it is being rewritten.
 
 
 class NonFiniteWeightsError(RunError):
@@ -72,31 +73,46 @@ class Checkpoints:
       raise NonFiniteWeightsError(
           f'not writing checkpoint {number}: weight {bad} holds NaN or Inf; the checkpoints '
           f'on disk are the earlier, finite ones (latest {latest}); rerun to resume from it')
-    if again:
-      self._retire_latest()
+    state = self._set_aside(number) if again else None
     try:
-      return self._manager.save(checkpoint_number=number)
+      path = self._manager.save(checkpoint_number=number)
     except (OSError, tf.errors.OpError) as e:
       self._remove_partial(number)
+      if state is not None:
+        self._put_back(number, state)
       raise WriteError.of(self.directory / f'ckpt-{number}', e, 'checkpoint') from e
+    for old in self.directory.glob(f'{ASIDE}ckpt-{number}.*'):
+      old.unlink()
+    return path
 
-  def _retire_latest(self) -> None:
-    """Names the checkpoint before the latest as the latest (atomically), then deletes the
-    latest's files."""
+  # Rewriting the latest checkpoint: its files are renamed aside and the one before it is
+  # named the latest (each step atomic), then it is written anew. A failed write puts it
+  # back; a kill in between leaves the one before it to resume from.
+
+  def _set_aside(self, number: int):
     state = tf.train.get_checkpoint_state(str(self.directory))
-    kept = [pathlib.Path(p).name for p in state.all_model_checkpoint_paths]
+    names = [pathlib.Path(p).name for p in state.all_model_checkpoint_paths]
     times = list(state.all_model_checkpoint_timestamps)
-    retired = kept.pop()
-    if kept:
-      # With their timestamps: the manager made anew below tracks (and rotates) only the
-      # checkpoints saved after `last_preserved_timestamp`.
+    self._write_state(names[:-1], times[:-1], state.last_preserved_timestamp)
+    for path in self.directory.glob(f'ckpt-{number}.*'):  # .index and .data-*
+      path.rename(path.with_name(ASIDE + path.name))
+    return names, times, state.last_preserved_timestamp
+
+  def _put_back(self, number: int, state) -> None:
+    for path in self.directory.glob(f'{ASIDE}ckpt-{number}.*'):
+      path.rename(path.with_name(path.name[len(ASIDE):]))
+    self._write_state(*state)
+
+  def _write_state(self, names: list, times: list, preserved: float) -> None:
+    """Writes the `checkpoint` state file (atomically) and makes the manager read it."""
+    if names:
+      # With the timestamps: a new manager tracks (and rotates) only the checkpoints saved
+      # after `last_preserved_timestamp`.
       tf.compat.v1.train.update_checkpoint_state(
-          str(self.directory), kept[-1], kept, all_model_checkpoint_timestamps=times[:-1],
-          last_preserved_timestamp=state.last_preserved_timestamp)
+          str(self.directory), names[-1], names, all_model_checkpoint_timestamps=times,
+          last_preserved_timestamp=preserved)
     else:
       (self.directory / 'checkpoint').unlink(missing_ok=True)
-    for path in self.directory.glob(f'{retired}.*'):  # .index and .data-*
-      path.unlink()
     self._manager = tf.train.CheckpointManager(self._checkpoint, self.directory,
                                                max_to_keep=MAX_TO_KEEP)
 

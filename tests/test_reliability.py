@@ -189,19 +189,22 @@ def test_checkpoint_rewritten_at_its_step_only_when_asked_and_never_lost(tmp_pat
   assert checkpoints.save(20, replace=True) == second
   assert tf.train.load_checkpoint(second).get_tensor('w/.ATTRIBUTES/VARIABLE_VALUE') == [2.0]
   assert checkpoints.latest == second
-  # A rewrite that fails (or is killed) leaves the checkpoint before it as the latest.
+  files = sorted(p.name for p in tmp_path.iterdir())
+  assert not [name for name in files if 'replaced' in name]  # The old files are gone.
+  # A rewrite that fails (a full disk) leaves the old one as it was; one killed while it
+  # writes leaves the checkpoint before it as the latest.
   weight.assign([3.0])
   def fail(*args, **kwargs):
+    assert tf.train.latest_checkpoint(str(tmp_path)) == first
     raise OSError(28, 'No space left on device')
   monkeypatch.setattr(tf.train.CheckpointManager, 'save', fail)
   with pytest.raises(WriteError, match='ckpt-20'):
     checkpoints.save(20, replace=True)
-  assert tf.train.latest_checkpoint(str(tmp_path)) == first
-  assert sorted(p.name for p in tmp_path.glob('ckpt-*')) == ['ckpt-10.data-00000-of-00001',
-                                                              'ckpt-10.index']
+  assert checkpoints.latest == second and sorted(p.name for p in tmp_path.iterdir()) == files
+  assert tf.train.load_checkpoint(second).get_tensor('w/.ATTRIBUTES/VARIABLE_VALUE') == [2.0]
   # The checkpoints stay in the rotation: the 4th save deletes the oldest, ckpt-10.
   monkeypatch.undo()
-  for number in (20, 30, 40):
+  for number in (30, 40):
     checkpoints.save(number)
   assert sorted(p.name for p in tmp_path.glob('ckpt-*.index')) == [
       'ckpt-20.index', 'ckpt-30.index', 'ckpt-40.index']
