@@ -13,7 +13,8 @@ files therefore start at x = 1e6 and end at x = 2e8. Consequences worth knowing:
   - an evaluation exactly at 1e6 frames belongs to the bin labelled 1e6, one just after it to 2e6;
   - bins without evaluations are left out (the paper's files have none);
   - unlike the paper's code, a last bin the run has not completed is kept (labelled with its
-    upper edge), so that short runs with only a few evaluations still give a point.
+    upper edge), so that short runs with only a few evaluations still give a point; such a bin
+    is marked as not finished (`finished` in the rows, `*` in the table, hollow in the plots).
 Curves of several seeds are combined per bin over the seeds present in that bin (mean, min, max).
 The paper's values at a run's frames interpolate each paper seed's curve there (exact when the
 bin widths agree) and combine the paper seeds whose curve covers that frame.
@@ -35,7 +36,7 @@ from ruamel.yaml import YAML
 from dreamerv2_tf.reference_scores import REFERENCE, gamer_normalized, record_normalized
 
 __all__ = ['CompareError', 'Run', 'find_runs', 'bin_curve', 'combine', 'paper_at', 'load_scores',
-           'load_baselines', 'default_bins', 'table', 'format_table']
+           'load_baselines', 'default_bins', 'finished', 'table', 'format_table']
 
 DOMAINS = ('atari_', 'dmc_', 'crafter_', 'gym_')  # prefixes that make a folder name a task name
 DEFAULT_BINS = 1e6
@@ -48,12 +49,14 @@ class CompareError(ValueError):
 
 @dataclass
 class Run:
-  """One training run: its evaluation returns (`returns`) at environment frames (`steps`)."""
+  """One training run: its evaluation returns (`returns`) at environment frames (`steps`);
+  `frames`: the last frame it logged anything at (how far it has run)."""
   task: str
   seed: str
   path: Path
   steps: np.ndarray
   returns: np.ndarray
+  frames: float = 0.0
 
 
 def _warn(message: str) -> None:
@@ -86,8 +89,8 @@ def find_runs(indirs: Iterable[str | os.PathLike], key: str = 'eval_return',
         names = [metrics.parent.name, metrics.parent.parent.name]
         task = next((n for n in names if n.startswith(DOMAINS)), names[0])
       seed = str(config['seed']) if config.get('seed') is not None else metrics.parent.name
-      steps, returns = _read_metrics(metrics, key, warn)
-      runs.append(Run(task, seed, metrics.parent, steps, returns))
+      steps, returns, frames = _read_metrics(metrics, key, warn)
+      runs.append(Run(task, seed, metrics.parent, steps, returns, frames))
   return runs
 
 
@@ -106,13 +109,14 @@ def _number(value: Any) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _read_metrics(path: Path, key: str, warn: Callable[[str], None]) -> Curve:
-  steps, values, bad = [], [], []
+def _read_metrics(path: Path, key: str,
+                  warn: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, float]:
+  steps, values, bad, last = [], [], [], 0.0
   try:
     text = path.read_text(errors='replace')
   except OSError as e:
     warn(f'{path}: cannot read ({e.strerror}); the run has no evaluations')
-    return np.zeros(0), np.zeros(0)
+    return np.zeros(0), np.zeros(0), 0.0
   for number, line in enumerate(text.splitlines(), 1):
     if not line.strip():
       continue
@@ -123,7 +127,10 @@ def _read_metrics(path: Path, key: str, warn: Callable[[str], None]) -> Curve:
       continue
     if not isinstance(record, dict):
       bad.append(number)
-    elif key in record:
+      continue
+    if _number(record.get('step')):
+      last = max(last, float(record['step']))
+    if key in record:
       if _number(record.get('step')) and _number(record[key]):
         steps.append(float(record['step']))
         values.append(float(record[key]))
@@ -132,7 +139,7 @@ def _read_metrics(path: Path, key: str, warn: Callable[[str], None]) -> Curve:
   if bad:
     shown = ', '.join(map(str, bad[:5])) + (', ...' if len(bad) > 5 else '')
     warn(f'{path}: skipped {len(bad)} unreadable line(s): {shown}')
-  return np.array(steps), np.array(values)
+  return np.array(steps), np.array(values), last
 
 
 def bin_curve(steps: Sequence[float], values: Sequence[float],
@@ -259,6 +266,12 @@ def task_curve(runs: Sequence[Run], bins: float) -> tuple[np.ndarray, ...]:
   return combine([bin_curve(r.steps, r.returns, bins) for r in runs])
 
 
+def finished(runs: Sequence[Run], xs: Sequence[float]) -> np.ndarray:
+  """Per bin (labelled by its upper edge in `xs`): whether every run has run past its end."""
+  reached = min((max(r.frames, r.steps.max(initial=0)) for r in runs), default=0.0)
+  return np.asarray(xs, float) <= reached
+
+
 def _value(x: Any) -> float | None:
   return float(x) if math.isfinite(x) else None  # JSON has no NaN
 
@@ -288,9 +301,11 @@ def table(runs: Sequence[Run], scores: Mapping[str, list[Curve]] | None = None,
     pmean, plow, phigh, pseeds = paper_at(paper, xs)
     tasks[task] = dict(seeds=sorted(r.seed for r in mine), bins=_frames_value(width),
                        paper_seeds=len(paper), evaluations=sum(len(r.steps) for r in mine))
+    done = finished(mine, xs)
     for i, x in enumerate(xs):
       rows.append(dict(
-          task=task, frames=_frames_value(x), seeds=int(seeds[i]), return_mean=_value(mean[i]),
+          task=task, frames=_frames_value(x), finished=bool(done[i]), seeds=int(seeds[i]),
+          return_mean=_value(mean[i]),
           return_min=_value(low[i]), return_max=_value(high[i]), paper_seeds=int(pseeds[i]),
           paper_mean=_value(pmean[i]), paper_min=_value(plow[i]), paper_max=_value(phigh[i]),
           gamer_normalized=gamer_normalized(task, mean[i]),
@@ -341,12 +356,15 @@ def format_table(summary: Mapping) -> str:
     rows = [r for r in summary['rows'] if r['task'] == task]
     out.append(f'{task}: {len(info["seeds"])} seed(s), bins of {frames_label(info["bins"])} '
                f'frames, paper: {info["paper_seeds"] or "no"} seed(s)')
-    lines = [(frames_label(r['frames']), str(r['seeds']), _fmt(r['return_mean']),
+    lines = [(frames_label(r['frames']) + ('' if r.get('finished', True) else '*'),
+              str(r['seeds']), _fmt(r['return_mean']),
               _fmt(r['return_min']), _fmt(r['return_max']), _fmt(r['paper_mean']), _fmt(r['paper_min']),
               _fmt(r['paper_max']), str(r['paper_seeds']), _fmt(r['gamer_normalized'], 3),
               _fmt(r['paper_gamer_normalized'], 3)) for r in rows]
     out += ['  ' + line for line in _columns(header, lines)] if lines else [
         '  no evaluation returns after frame 0']
+    if any(not r.get('finished', True) for r in rows):
+      out.append("  * not finished: the run has not reached the bin's end yet")
     out.append('')
   agg = summary.get('aggregate')
   if agg:

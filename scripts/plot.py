@@ -132,8 +132,11 @@ def plot_task(path: Path, task: str, groups: dict[str, list], bins: float, paper
   for index, (label, (xs, mean, low, high, _)) in enumerate(curves.items()):
     runs = groups[label]
     spread = f'mean, min-max of {len(runs)} seeds' if len(runs) > 1 else '1 seed'
+    done = compare.finished(runs, xs)
+    if not done.all():
+      spread += '; hollow: bin not finished'
     _curve(ax, xs, mean, low, high, GROUP_COLORS[index % len(GROUP_COLORS)],
-           f'{label}: {spread}')
+           f'{label}: {spread}', done)
   for index, (name, score) in enumerate(sorted(lines.items())):
     ax.axhline(score, ls='--', lw=1, color=('#222222', '#777777', '#aaaaaa')[index % 3],
                label=name)
@@ -167,17 +170,27 @@ def _atomic_write(path: Path, write) -> None:
     raise
 
 
-def _curve(ax, xs, mean, low, high, color: str, label: str) -> None:
+def _curve(ax, xs, mean, low, high, color: str, label: str, done=None) -> None:
+  """Mean line and min-max band; bins not `done` (the run has not reached their end) are
+  drawn hollow, joined by a dashed line."""
   keep = np.isfinite(mean)
-  xs, mean, low, high = xs[keep], mean[keep], low[keep], high[keep]
+  done = np.ones(len(xs), bool) if done is None else np.asarray(done, bool)
+  xs, mean, low, high, done = xs[keep], mean[keep], low[keep], high[keep], done[keep]
   if len(xs) == 0:
     return
+  face = np.where(done, color, 'white')
   if len(xs) == 1:  # a band needs two points: show the seeds' spread as an error bar
     ax.errorbar(xs, mean, yerr=[mean - low, high - mean], fmt='o', color=color, capsize=4,
-                label=label)
+                mfc=face[0], label=label)
     return
   ax.fill_between(xs, low, high, color=color, alpha=0.2, linewidth=0)
-  ax.plot(xs, mean, color=color, label=label, marker='o' if len(xs) <= 30 else None, ms=3)
+  # The bins are contiguous and a run ends in its last ones: solid up to the last finished bin.
+  cut = max(int(done.sum()), 1)
+  ax.plot(xs[:cut], mean[:cut], color=color, label=label)
+  if cut < len(xs):
+    ax.plot(xs[cut - 1:], mean[cut - 1:], color=color, ls='--')
+  if len(xs) <= 30:
+    ax.scatter(xs, mean, s=16, color=face, edgecolors=color, zorder=3)
 
 
 def main(argv: list[str] | None = None) -> int:

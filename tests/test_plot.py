@@ -240,6 +240,29 @@ def test_frames_widens_the_axis_for_a_run_in_progress(tmp_path):
   assert proc.returncode == 2 and "'0' is not allowed" in proc.stderr
 
 
+def test_bins_a_run_has_not_finished_are_marked(tmp_path):
+  # Evaluations at 20k, 40k and 62k; training logged up to 75k: the 90k bin holds one of the
+  # evaluations it will hold, so it is marked (row, table, plot) until the run passes 90k.
+  write_run(tmp_path / 'logs' / 'a', 'dmc_walker_walk', 0,
+            [(20_000, 50.0), (40_000, 90.0), (62_000, 120.0)])
+  with (tmp_path / 'logs' / 'a' / 'metrics.jsonl').open('a') as f:
+    f.write(json.dumps({'step': 75_000, 'model_loss': 0.5}) + '\n')
+  runs = compare.find_runs([tmp_path / 'logs'])
+  assert runs[0].frames == 75_000
+  summary = compare.table(runs, bins=30_000)
+  assert [r['finished'] for r in summary['rows']] == [True, True, False]
+  text = compare.format_table(summary)
+  assert '90k*' in text and '60k*' not in text and 'not finished' in text
+  # A second seed that has run further does not finish the bin for the first.
+  other = compare.Run('dmc_walker_walk', '1', tmp_path, np.array([62_000.0]), np.array([1.0]),
+                      95_000.0)
+  assert compare.finished([runs[0], other], [60_000, 90_000]).tolist() == [True, False]
+  assert compare.finished([other], [60_000, 90_000]).tolist() == [True, True]
+  proc = cli('--indir', tmp_path / 'logs', '--outdir', tmp_path / 'out')
+  assert proc.returncode == 0 and is_png(
+      tmp_path / 'out' / 'dmc_walker_walk.png')
+
+
 def test_frames_label():
   assert [compare.frames_label(x) for x in (0, 500, 30_000, 1.5e6, 2e8)] == [
       '0', '500', '30k', '1.5M', '200M']
