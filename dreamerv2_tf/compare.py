@@ -10,6 +10,8 @@ evaluation returns at frames in the half-open interval (i * bins, (i + 1) * bins
 with its upper edge (i + 1) * bins, and its value is the mean of those returns. The paper's Atari
 files therefore start at x = 1e6 and end at x = 2e8. Consequences worth knowing:
   - an evaluation at frame 0 (the untrained agent) falls in no bin, as in the paper's curves;
+  - the first bin holds the episode of the random policy that the paper's train.py plays in
+    the eval env after the prefill and logs as eval_return (ours: eval_random_return);
   - an evaluation exactly at 1e6 frames belongs to the bin labelled 1e6, one just after it to 2e6;
   - bins without evaluations are left out (the paper's files have none);
   - unlike the paper's code, a last bin the run has not completed is kept (labelled with its
@@ -69,7 +71,9 @@ def find_runs(indirs: Iterable[str | os.PathLike], key: str = 'eval_return',
 
   Task and seed come from the run's `config.yaml` (`task`, `seed`). Without them the task is
   the folder's name, or its parent's when only that looks like a task (`logdir/atari_pong/<time>`),
-  and the seed is the folder's name. Lines that are not JSON objects, or whose `step` / `key`
+  and the seed is the folder's name. For `eval_return` the random-policy episode after the
+  prefill (`eval_random_return`) counts as an evaluation, as in the paper's files. Lines that
+  are not JSON objects, or whose `step` / `key`
   is not a finite number, are skipped with one warning per file.
   """
   runs, seen = [], set()
@@ -89,7 +93,10 @@ def find_runs(indirs: Iterable[str | os.PathLike], key: str = 'eval_return',
         names = [metrics.parent.name, metrics.parent.parent.name]
         task = next((n for n in names if n.startswith(DOMAINS)), names[0])
       seed = str(config['seed']) if config.get('seed') is not None else metrics.parent.name
-      steps, returns, frames = _read_metrics(metrics, key, warn)
+      # The paper's train.py logs a random-policy episode after the prefill as eval_return, so
+      # its curves' first bins hold it; the loop logs it as eval_random_return.
+      keys = (key, 'eval_random_return') if key == 'eval_return' else (key,)
+      steps, returns, frames = _read_metrics(metrics, keys, warn)
       runs.append(Run(task, seed, metrics.parent, steps, returns, frames))
   return runs
 
@@ -109,8 +116,9 @@ def _number(value: Any) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _read_metrics(path: Path, key: str,
+def _read_metrics(path: Path, keys: Sequence[str],
                   warn: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, float]:
+  """(frames, values) of the rows that hold one of `keys`, and the last frame of any row."""
   steps, values, bad, last = [], [], [], 0.0
   try:
     text = path.read_text(errors='replace')
@@ -130,7 +138,8 @@ def _read_metrics(path: Path, key: str,
       continue
     if _number(record.get('step')):
       last = max(last, float(record['step']))
-    if key in record:
+    key = next((k for k in keys if k in record), None)
+    if key is not None:
       if _number(record.get('step')) and _number(record[key]):
         steps.append(float(record['step']))
         values.append(float(record[key]))

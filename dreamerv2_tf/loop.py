@@ -195,7 +195,8 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
   eval_driver = Driver(eval_env_, act_space['action'])
   # Step by step, as training's: non-finite data is caught before it reaches the policy.
   eval_driver.on_step(eval_replay.add_step)
-  eval_driver.on_episode(lambda ep, w: log_episode(ep, w, 'eval'))
+  eval_mode = ['eval']  # 'eval_random' while it plays the random episode after the prefill.
+  eval_driver.on_episode(lambda ep, w: log_episode(ep, w, eval_mode[0]))
 
   with StopSignal() as stop:
     train_driver.stop = eval_driver.stop = stop
@@ -211,6 +212,14 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
         done, episodes = done + more[0], episodes + more[1]
         bar.update(min(done, prefill))
       bar.close()
+      if not stop():
+        # As the paper's train.py: an episode of the random policy in the eval env. Its curves
+        # hold it in their first bin (it logs it as eval_return); here it is eval_random_return,
+        # which compare.py bins with the evaluations as the paper's files do.
+        eval_mode[0] = 'eval_random'
+        timed('eval', eval_driver)(random_policy(act_space['action'], rng), episodes=1)
+        eval_mode[0] = 'eval'
+        eval_driver.reset()
       log_times()
       logger.write(int(step))
 

@@ -263,6 +263,19 @@ def test_bins_a_run_has_not_finished_are_marked(tmp_path):
       tmp_path / 'out' / 'dmc_walker_walk.png')
 
 
+def test_random_episode_after_prefill_is_in_the_first_bin_as_in_the_papers_files(tmp_path):
+  # The paper's train.py logs an episode of the random policy after the prefill as eval_return;
+  # the loop logs it as eval_random_return, and the comparison bins it with the evaluations.
+  write_run(tmp_path / 'a', 'dmc_walker_walk', 0, [(2_000, 10.0), (22_000, 50.0)])
+  with (tmp_path / 'a' / 'metrics.jsonl').open('a') as f:
+    f.write(json.dumps({'step': 2_000, 'eval_random_return': 30.0}) + '\n')
+  [run] = compare.find_runs([tmp_path])
+  assert sorted(run.returns.tolist()) == [10.0, 30.0, 50.0]
+  assert compare.table([run], bins=30_000)['rows'][0]['return_mean'] == 30.0
+  [train] = compare.find_runs([tmp_path], key='train_return')  # Other keys: only themselves.
+  assert sorted(train.returns.tolist()) == [9.0, 49.0]
+
+
 def test_frames_label():
   assert [compare.frames_label(x) for x in (0, 500, 30_000, 1.5e6, 2e8)] == [
       '0', '500', '30k', '1.5M', '200M']
