@@ -79,7 +79,10 @@ class Checkpoints:
     except (OSError, tf.errors.OpError) as e:
       self._remove_partial(number)
       if state is not None:
-        self._put_back(number, state)
+        try:
+          self._put_back(number, state)
+        except (OSError, tf.errors.OpError):
+          pass  # (The same full disk: the state file then names the checkpoint before.)
       raise WriteError.of(self.directory / f'ckpt-{number}', e, 'checkpoint') from e
     for old in self.directory.glob(f'{ASIDE}ckpt-{number}.*'):
       old.unlink()

@@ -373,7 +373,8 @@ def format_table(summary: Mapping) -> str:
     out += ['  ' + line for line in _columns(header, lines)] if lines else [
         '  no evaluation returns after frame 0']
     if any(not r.get('finished', True) for r in rows):
-      out.append("  * not finished: the run has not reached the bin's end yet")
+      out.append("  * not finished: a run has not reached the end of this bin, which holds "
+                 "only part of its evaluations")
     out.append('')
   agg = summary.get('aggregate')
   if agg:

@@ -212,14 +212,16 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
         done, episodes = done + more[0], episodes + more[1]
         bar.update(min(done, prefill))
       bar.close()
-      if not stop():
-        # As the paper's train.py: an episode of the random policy in the eval env. Its curves
-        # hold it in their first bin (it logs it as eval_return); here it is eval_random_return,
-        # which compare.py bins with the evaluations as the paper's files do.
-        eval_mode[0] = 'eval_random'
-        timed('eval', eval_driver)(random_policy(act_space['action'], rng), episodes=1)
-        eval_mode[0] = 'eval'
-        eval_driver.reset()
+    if int(evals.evaluated) < 0 and not stop():
+      # As the paper's train.py after its prefill: an episode of the random policy in the eval
+      # env. Its curves hold it in their first bin (it logs it as eval_return); here it is
+      # eval_random_return, which compare.py bins with the evaluations as the paper's files
+      # do. Before the first evaluation only, so that it never lands in a later bin.
+      eval_mode[0] = 'eval_random'
+      timed('eval', eval_driver)(random_policy(act_space['action'], rng), episodes=1)
+      eval_mode[0] = 'eval'
+      eval_driver.reset()
+    if prefill > 0 or int(evals.evaluated) < 0:
       log_times()
       logger.write(int(step))
 

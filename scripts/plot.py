@@ -134,7 +134,7 @@ def plot_task(path: Path, task: str, groups: dict[str, list], bins: float, paper
     spread = f'mean, min-max of {len(runs)} seeds' if len(runs) > 1 else '1 seed'
     done = compare.finished(runs, xs)
     if not done.all():
-      spread += '; hollow: bin not finished'
+      spread += '; dashed, hollow: bin not finished'
     _curve(ax, xs, mean, low, high, GROUP_COLORS[index % len(GROUP_COLORS)],
            f'{label}: {spread}', done)
   for index, (name, score) in enumerate(sorted(lines.items())):

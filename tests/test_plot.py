@@ -261,6 +261,22 @@ def test_bins_a_run_has_not_finished_are_marked(tmp_path):
   proc = cli('--indir', tmp_path / 'logs', '--outdir', tmp_path / 'out')
   assert proc.returncode == 0 and is_png(
       tmp_path / 'out' / 'dmc_walker_walk.png')
+  # Drawn: solid up to the last finished bin, dashed to the unfinished one, which is hollow.
+  spec = importlib.util.spec_from_file_location('plot_script', SCRIPT)
+  plot = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(plot)
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots()
+  xs, mean = np.array([3e4, 6e4, 9e4]), np.array([1.0, 2.0, 3.0])
+  plot._curve(ax, xs, mean, mean, mean, '#e41a1c', 'ours', np.array([True, True, False]))
+  solid, dashed = ax.lines
+  assert solid.get_xdata().tolist() == [3e4, 6e4] and solid.get_linestyle() == '-'
+  assert dashed.get_xdata().tolist() == [6e4, 9e4] and dashed.get_linestyle() == '--'
+  faces = ax.collections[-1].get_facecolors()
+  assert faces[-1].tolist() == [1.0, 1.0, 1.0, 1.0] and faces[0].tolist() != [1.0, 1.0, 1.0, 1.0]
+  plt.close(fig)
 
 
 def test_random_episode_after_prefill_is_in_the_first_bin_as_in_the_papers_files(tmp_path):
@@ -268,10 +284,10 @@ def test_random_episode_after_prefill_is_in_the_first_bin_as_in_the_papers_files
   # the loop logs it as eval_random_return, and the comparison bins it with the evaluations.
   write_run(tmp_path / 'a', 'dmc_walker_walk', 0, [(2_000, 10.0), (22_000, 50.0)])
   with (tmp_path / 'a' / 'metrics.jsonl').open('a') as f:
-    f.write(json.dumps({'step': 2_000, 'eval_random_return': 30.0}) + '\n')
+    f.write(json.dumps({'step': 2_000, 'eval_random_return': 60.0}) + '\n')
   [run] = compare.find_runs([tmp_path])
-  assert sorted(run.returns.tolist()) == [10.0, 30.0, 50.0]
-  assert compare.table([run], bins=30_000)['rows'][0]['return_mean'] == 30.0
+  assert sorted(run.returns.tolist()) == [10.0, 50.0, 60.0]
+  assert compare.table([run], bins=30_000)['rows'][0]['return_mean'] == 40.0  # Not 30.
   [train] = compare.find_runs([tmp_path], key='train_return')  # Other keys: only themselves.
   assert sorted(train.returns.tolist()) == [9.0, 49.0]
 
