@@ -118,7 +118,8 @@ def _number(value: Any) -> bool:
 
 def _read_metrics(path: Path, keys: Sequence[str],
                   warn: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, float]:
-  """(frames, values) of the rows that hold one of `keys`, and the last frame of any row."""
+  """(frames, values) of the rows that hold one of `keys`, and the last frame of any row; rows
+  superseded by a later resume marker (logger.py) are left out."""
   steps, values, bad, last = [], [], [], 0.0
   try:
     text = path.read_text(errors='replace')
@@ -135,6 +136,14 @@ def _read_metrics(path: Path, keys: Sequence[str],
       continue
     if not isinstance(record, dict):
       bad.append(number)
+      continue
+    if record.get('resumed') is True and _number(record.get('step')):
+      # A resume from the checkpoint at this frame: the rows a killed process logged past it
+      # are logged again by the resumed run, so the earlier ones are dropped.
+      at = float(record['step'])
+      kept = [(s, v) for s, v in zip(steps, values) if s <= at]
+      steps, values = [s for s, _ in kept], [v for _, v in kept]
+      last = at
       continue
     if _number(record.get('step')):
       last = max(last, float(record['step']))

@@ -9,6 +9,10 @@ shows `nan` / `inf`, TensorBoard stores the value itself, and `metrics.jsonl` wr
 NaN and Infinity are not JSON (strict readers such as jq, JavaScript or Go reject the whole
 line), while `null` is, and pandas reads it as NaN in a float column.
 
+A resume appends `{"step": F, "resumed": true}`, F the frame of the checkpoint it resumed from.
+Rows before it at frames after F were logged by a process killed after its last checkpoint, and
+the resumed run logs those frames again; readers of the curve (`compare.py`) drop them.
+
 A failed write (disk full, unwritable logdir) raises `files.WriteError` naming the file; a line
 of `metrics.jsonl` is written whole or not at all (a partial line is cut off again).
 """
@@ -84,6 +88,12 @@ class Logger:
     for store in (self._scalars, self._means, self._videos):
       for name in [k for k in store if k.startswith(prefix)]:
         del store[name]
+
+  def resumed(self, agent_steps: int) -> None:
+    """Marks a resume from the checkpoint at `agent_steps` in metrics.jsonl (module docstring)."""
+    if self._jsonl is not None:
+      record = {'step': self.frames(agent_steps), 'resumed': True}
+      self._append_line(json.dumps(record) + '\n')
 
   def write(self, agent_steps: int, fps: bool = False) -> None:
     step = self.frames(agent_steps)

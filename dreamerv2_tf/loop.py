@@ -144,6 +144,7 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
           + ('' if until is None else
              f'; next evaluation at {(int(step) + until) * config.action_repeat:,} frames'),
           flush=True)
+    logger.resumed(int(step))  # Supersedes what a killed process logged past the checkpoint.
   # Updates skipped for a non-finite loss or gradient: too many in a row stop the run.
   watch = SkipWatch(config.skip_limit, lambda: checkpoints.latest)
   # Seeding with the step keeps a resumed run reproducible from its checkpoint.

@@ -240,6 +240,26 @@ def test_frames_widens_the_axis_for_a_run_in_progress(tmp_path):
   assert proc.returncode == 2 and "'0' is not allowed" in proc.stderr
 
 
+def test_rows_a_killed_process_logged_past_its_checkpoint_are_superseded(tmp_path):
+  # Killed at 75k after evaluating at 62k; its last checkpoint was at 50k. The resume marks 50k
+  # and evaluates at 62k again (60.0): the curve holds that point once, and the run's frames go
+  # back to 50k until the resumed run logs further.
+  write_run(tmp_path / 'logs' / 'a', 'dmc_walker_walk', 0,
+            [(20_000, 50.0), (40_000, 90.0), (62_000, 120.0)])
+  metrics = tmp_path / 'logs' / 'a' / 'metrics.jsonl'
+  with metrics.open('a') as f:
+    f.write(json.dumps({'step': 75_000, 'model_loss': 0.5}) + '\n')
+    f.write(json.dumps({'step': 50_000, 'resumed': True}) + '\n')
+  run, = compare.find_runs([tmp_path / 'logs'])
+  assert run.steps.tolist() == [20_000, 40_000] and run.frames == 50_000
+  with metrics.open('a') as f:
+    f.write(json.dumps({'step': 62_000, 'eval_return': 60.0}) + '\n')
+  run, = compare.find_runs([tmp_path / 'logs'])
+  assert run.steps.tolist() == [20_000, 40_000, 62_000] and run.returns[-1] == 60.0
+  assert run.frames == 62_000
+  assert compare.task_curve([run], 30_000)[1].tolist() == [50.0, 90.0, 60.0]
+
+
 def test_bins_a_run_has_not_finished_are_marked(tmp_path):
   # Evaluations at 20k, 40k and 62k; training logged up to 75k: the 90k bin holds one of the
   # evaluations it will hold, so it is marked (row, table, plot) until the run passes 90k.
