@@ -262,10 +262,8 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
       timer['updates'] += int(config.train_steps)
       estimate.update(int(step))
 
-    def log_step(tran, worker):
-      # At every agent step, as the paper's train.py (not only at steps that train).
-      if tran['is_first'] or not should_log(int(step)):
-        return
+    def write_period():
+      # The means of the period's updates, its train rate and time split.
       for key, values in train_metrics.items():
         # Skipped steps are counted per period; a NaN in a mean is logged as such.
         logger.scalar(key, float(np.sum(values) if key.endswith('_skipped_steps')
@@ -276,6 +274,11 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
       timer.update(train_time=0.0, updates=0)
       log_times()
       logger.write(int(step), fps=True)
+
+    def log_step(tran, worker):
+      # At every agent step, as the paper's train.py (not only at steps that train).
+      if not tran['is_first'] and should_log(int(step)):
+        write_period()
 
     train_driver.on_step(train_step)
     train_driver.on_step(log_step)
@@ -328,6 +331,8 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
       until = evals.steps_to_next(int(step))
       period = remaining if until is None else min(until, remaining)
       train_driver(timed('policy', train_policy), steps=max(period, 1))
+    if train_metrics:  # The last period, cut short by the end or a stop, is logged too.
+      write_period()
     save()
   logger.write(int(step))
   logger.close()  # (The envs close on the way out, in train().)

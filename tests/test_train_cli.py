@@ -117,6 +117,9 @@ def test_a_stop_leaves_the_evaluation_steps_of_the_run(tmp_path):
   proc = run(args + ['--logdir', str(tmp_path / 'split'), '--steps', '400'])
   assert 'next evaluation at 300 frames' in proc.stdout
   assert evals(tmp_path / 'whole') == evals(tmp_path / 'split') == [100, 200, 300]
+  # The last period of a run (here shorter than log_every) is logged at its end or stop.
+  trained = [r['step'] for r in records(tmp_path / 'split') if 'time_share_train' in r]
+  assert 250 in trained and trained[-1] == 400
   # The random-policy episode after the prefill (as the paper's train.py), once per run.
   for name in ('whole', 'split'):
     assert [r['step'] for r in records(tmp_path / name) if 'eval_random_return' in r] == [100]
