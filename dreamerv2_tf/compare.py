@@ -119,8 +119,9 @@ def _number(value: Any) -> bool:
 def _read_metrics(path: Path, keys: Sequence[str],
                   warn: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, float]:
   """(frames, values) of the rows that hold one of `keys`, and the last frame of any row; rows
-  superseded by a later resume marker (logger.py) are left out."""
+  superseded by a later start of the loop (logger.py) are left out."""
   steps, values, bad, last = [], [], [], 0.0
+  evaluation = all(k.startswith('eval_') for k in keys)  # Evaluations are redone, not resumed.
   try:
     text = path.read_text(errors='replace')
   except OSError as e:
@@ -137,13 +138,16 @@ def _read_metrics(path: Path, keys: Sequence[str],
     if not isinstance(record, dict):
       bad.append(number)
       continue
-    if record.get('resumed') is True and _number(record.get('step')):
-      # A resume from the checkpoint at this frame: the rows a killed process logged past it
-      # are logged again by the resumed run, so the earlier ones are dropped.
-      at = float(record['step'])
-      kept = [(s, v) for s, v in zip(steps, values) if s <= at]
+    if record.get('started') is True and _number(record.get('step')):
+      # A start of the loop (logger.py): what an earlier process logged past its checkpoint's
+      # frame, and evaluations the checkpoint does not record as finished, are logged again.
+      keep = float(record['step'])
+      if evaluation:
+        done = record.get('evaluated')
+        keep = min(keep, float(done) if _number(done) else 0.0)
+      kept = [(s, v) for s, v in zip(steps, values) if s <= keep]
       steps, values = [s for s, _ in kept], [v for _, v in kept]
-      last = at
+      last = float(record['step'])
       continue
     if _number(record.get('step')):
       last = max(last, float(record['step']))

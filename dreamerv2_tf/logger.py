@@ -9,9 +9,12 @@ shows `nan` / `inf`, TensorBoard stores the value itself, and `metrics.jsonl` wr
 NaN and Infinity are not JSON (strict readers such as jq, JavaScript or Go reject the whole
 line), while `null` is, and pandas reads it as NaN in a float column.
 
-A resume appends `{"step": F, "resumed": true}`, F the frame of the checkpoint it resumed from.
-Rows before it at frames after F were logged by a process killed after its last checkpoint, and
-the resumed run logs those frames again; readers of the curve (`compare.py`) drop them.
+Every start of the loop appends `{"step": F, "started": true, "evaluated": E}`: F is the frame
+it starts from (its checkpoint's; 0 without one), E the frame of the last evaluation that
+checkpoint records as finished (null: none). Rows before it at frames after F, and evaluations
+after E, were logged by a process killed after its last checkpoint (or a stop during the first
+evaluation left the random-policy episode before it): the new process logs them again, so
+readers of the curve (`compare.py`) drop the earlier ones.
 
 A failed write (disk full, unwritable logdir) raises `files.WriteError` naming the file; a line
 of `metrics.jsonl` is written whole or not at all (a partial line is cut off again).
@@ -89,10 +92,12 @@ class Logger:
       for name in [k for k in store if k.startswith(prefix)]:
         del store[name]
 
-  def resumed(self, agent_steps: int) -> None:
-    """Marks a resume from the checkpoint at `agent_steps` in metrics.jsonl (module docstring)."""
+  def started(self, agent_steps: int, evaluated: int | None) -> None:
+    """Marks a start of the loop at `agent_steps` whose checkpoint records the evaluation at
+    `evaluated` agent steps as its last (None: none) in metrics.jsonl (module docstring)."""
     if self._jsonl is not None:
-      record = {'step': self.frames(agent_steps), 'resumed': True}
+      record = {'step': self.frames(agent_steps), 'started': True,
+                'evaluated': None if evaluated is None else self.frames(evaluated)}
       self._append_line(json.dumps(record) + '\n')
 
   def write(self, agent_steps: int, fps: bool = False) -> None:

@@ -144,7 +144,8 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
           + ('' if until is None else
              f'; next evaluation at {(int(step) + until) * config.action_repeat:,} frames'),
           flush=True)
-    logger.resumed(int(step))  # Supersedes what a killed process logged past the checkpoint.
+  # Supersedes what an earlier process logged past its checkpoint (it is logged again).
+  logger.started(int(step), int(evals.evaluated) if int(evals.evaluated) >= 0 else None)
   # Updates skipped for a non-finite loss or gradient: too many in a row stop the run.
   watch = SkipWatch(config.skip_limit, lambda: checkpoints.latest)
   # Seeding with the step keeps a resumed run reproducible from its checkpoint.
@@ -213,11 +214,13 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
         done, episodes = done + more[0], episodes + more[1]
         bar.update(min(done, prefill))
       bar.close()
-    if int(evals.evaluated) < 0 and not stop():
+    if evals.every > 0 and int(evals.evaluated) < 0 and not stop():
       # As the paper's train.py after its prefill: an episode of the random policy in the eval
       # env. Its curves hold it in their first bin (it logs it as eval_return); here it is
       # eval_random_return, which compare.py bins with the evaluations as the paper's files
-      # do. Before the first evaluation only, so that it never lands in a later bin.
+      # do. Before the first evaluation only, so that it never lands in a later bin (a stop
+      # before that evaluation finishes plays it again; the start's row in metrics.jsonl
+      # supersedes the earlier one). None in a run without evaluations.
       eval_mode[0] = 'eval_random'
       timed('eval', eval_driver)(random_policy(act_space['action'], rng), episodes=1)
       eval_mode[0] = 'eval'

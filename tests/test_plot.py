@@ -241,23 +241,40 @@ def test_frames_widens_the_axis_for_a_run_in_progress(tmp_path):
 
 
 def test_rows_a_killed_process_logged_past_its_checkpoint_are_superseded(tmp_path):
-  # Killed at 75k after evaluating at 62k; its last checkpoint was at 50k. The resume marks 50k
-  # and evaluates at 62k again (60.0): the curve holds that point once, and the run's frames go
-  # back to 50k until the resumed run logs further.
-  write_run(tmp_path / 'logs' / 'a', 'dmc_walker_walk', 0,
-            [(20_000, 50.0), (40_000, 90.0), (62_000, 120.0)])
+  # Killed at 75k after evaluating at 62k; its last checkpoint was at 50k, recording the
+  # evaluation at 40k. The restart marks that and evaluates at 62k again (60.0): the curve
+  # holds that point once, and the run's frames go back to 50k until it logs further. A row at
+  # the checkpoint's own frame stays.
+  write_run(tmp_path / 'logs' / 'a', 'dmc_walker_walk', 0, [(20_000, 50.0), (40_000, 90.0)])
   metrics = tmp_path / 'logs' / 'a' / 'metrics.jsonl'
+  rows = [{'step': 50_000, 'train_return': 70.0}, {'step': 62_000, 'eval_return': 120.0},
+          {'step': 75_000, 'train_return': 80.0},
+          {'step': 50_000, 'started': True, 'evaluated': 40_000}]
   with metrics.open('a') as f:
-    f.write(json.dumps({'step': 75_000, 'model_loss': 0.5}) + '\n')
-    f.write(json.dumps({'step': 50_000, 'resumed': True}) + '\n')
+    f.writelines(json.dumps(row) + '\n' for row in rows)
   run, = compare.find_runs([tmp_path / 'logs'])
   assert run.steps.tolist() == [20_000, 40_000] and run.frames == 50_000
+  train, = compare.find_runs([tmp_path / 'logs'], key='train_return')
+  assert train.steps.tolist() == [20_000, 40_000, 50_000]
   with metrics.open('a') as f:
     f.write(json.dumps({'step': 62_000, 'eval_return': 60.0}) + '\n')
   run, = compare.find_runs([tmp_path / 'logs'])
   assert run.steps.tolist() == [20_000, 40_000, 62_000] and run.returns[-1] == 60.0
   assert run.frames == 62_000
   assert compare.task_curve([run], 30_000)[1].tolist() == [50.0, 90.0, 60.0]
+
+
+def test_a_random_episode_replayed_after_a_stop_counts_once(tmp_path):
+  # Stopped during the first evaluation: the checkpoint records no finished evaluation, so the
+  # restart plays the random-policy episode again at the same frame; only the second counts.
+  folder = tmp_path / 'logs' / 'b'
+  write_run(folder, 'dmc_walker_walk', 0, [])
+  rows = [{'step': 2_000, 'eval_random_return': 70.0},
+          {'step': 2_000, 'started': True, 'evaluated': None},
+          {'step': 2_000, 'eval_random_return': 80.0}, {'step': 2_000, 'eval_return': 10.0}]
+  (folder / 'metrics.jsonl').write_text(''.join(json.dumps(row) + '\n' for row in rows))
+  run, = compare.find_runs([tmp_path / 'logs'])
+  assert sorted(run.returns.tolist()) == [10.0, 80.0]
 
 
 def test_bins_a_run_has_not_finished_are_marked(tmp_path):

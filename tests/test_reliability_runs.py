@@ -165,6 +165,21 @@ def test_stop_during_an_evaluation_leaves_no_point_and_redoes_it_once(tmp_path):
   assert 'model_checkpoint_path: "ckpt-600"' in state
 
 
+def test_stop_during_the_first_evaluation_keeps_one_random_episode(tmp_path):
+  # The eval env plays the random-policy episode (its steps 1-100), then the first evaluation
+  # at 100; SIGTERM at its step 150. The checkpoint records no finished evaluation, so the
+  # restart plays the random episode again: the curve holds it once, as the paper's first bin.
+  from dreamerv2_tf import compare
+  args = ['--eval_eps', '2']
+  run(tmp_path, 300, args=args, eval_env=Stopping(150, seed=1))
+  run(tmp_path, 300, args=args)
+  rows = [json.loads(line) for line in (tmp_path / 'metrics.jsonl').open()]
+  assert [r['step'] for r in rows if 'eval_random_return' in r] == [100, 100]
+  assert [r['step'] for r in rows if 'eval_return' in r] == [100]
+  curve, = compare.find_runs([tmp_path])
+  assert curve.steps.tolist() == [100, 100]  # The second random episode and the evaluation.
+
+
 # --- Disk full -----------------------------------------------------------------------------
 
 @contextlib.contextmanager

@@ -163,9 +163,11 @@ def test_sigkill_then_resume_from_last_checkpoint(tmp_path):
   resumed = [line for line in proc.stdout.splitlines() if line.startswith('Resumed from')][0]
   assert f'ckpt-{last} ' in resumed
   assert checkpoints(tmp_path)[-1] == 700
-  # The resume is marked at its checkpoint's frame; the curve's readers drop what the killed
+  # Each start is marked at its checkpoint's frame; the curve's readers drop what the killed
   # process logged past it.
-  assert {'step': last, 'resumed': True} in records(tmp_path)
+  starts = [r for r in records(tmp_path) if r.get('started')]
+  assert [r['step'] for r in starts] == [0, last] and starts[0]['evaluated'] is None
+  assert starts[1]['evaluated'] == last  # Checkpoints are written after evaluations.
 
 
 def test_sigint_saves_a_checkpoint_and_stops(tmp_path):
