@@ -25,6 +25,8 @@ def test_the_same_seed_repeats_a_deterministic_run_and_another_seed_does_not(tmp
     runs[name] = learned(tmp_path / name)
   (rows_a, acts_a), (rows_b, acts_b), (rows_o, acts_o) = runs['a'], runs['b'], runs['other']
   assert any('model_loss' in r for r in rows_a)  # Updates ran and were logged.
+  # No evaluations (eval_every 0), so no random-policy eval episode either.
+  assert not any('eval_random_return' in r or 'eval_return' in r for r in rows_a)
   assert rows_a == rows_b
   assert len(acts_a) == len(acts_b) and all(np.array_equal(x, y) for x, y in zip(acts_a, acts_b))
   # The comparison has teeth: another seed gives another run.
