@@ -162,7 +162,11 @@ def run_ours(tmp_path, monkeypatch, args: list[str], num_envs: int = 1):
   dreamerv2_tf.train(envs_lib.BatchEnv(recorders), config, eval_env=eval_env)
   evals = sorted({s for s, mode in events['policy'] if mode == 'eval'})
   modes = [(s, mode) for s, mode in events['policy'] if mode != 'eval']
-  ours = {'updates': events['updates'], 'logs': events['logs'], 'evals': evals, 'modes': modes,
+  # Ours also logs the last, shorter period at the run's end (docs/parity-loop.md); the paper's
+  # train.py does not.
+  assert events['logs'][-1] >= config.steps > events['logs'][-2]
+  ours = {'updates': events['updates'], 'logs': events['logs'][:-1], 'evals': evals,
+          'modes': modes,
           'prefill_end': events['updates'][0]}  # Pretrain runs right after prefill.
   return config, ours, [r.lengths for r in recorders]
 
