@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Iterable
 
 import tensorflow as tf
 
@@ -144,3 +145,28 @@ def split_batch(strategy: tf.distribute.Strategy, batch: dict) -> dict:
     i = ctx.replica_id_in_sync_group
     return {k: tf.convert_to_tensor(v[i * share:(i + 1) * share]) for k, v in batch.items()}
   return strategy.experimental_distribute_values_from_function(value_fn)
+
+
+def train_dataset(strategy: tf.distribute.Strategy, replay, config) -> Iterable:
+  """The replay's training batches (an iterable of dicts); under a strategy, distributed by the strategy's own input API.
+
+  Each worker samples its own replay: the dataset function runs once per worker and draws the
+  share of the global `dataset.batch` that its replicas train on (the strategy also prefetches
+  to the devices).
+  """
+  batch, length = config.dataset.batch, config.dataset.length
+  if config.strategy == 'default':
+    if config.deterministic:  # Sampled in the loop's thread, not raced by tf.data.
+      return replay.batches(batch, length)
+    dataset = replay.dataset(batch, length)
+    gpus = tf.config.list_logical_devices('GPU')
+    if gpus:  # Copy the next batch to the GPU while the current one trains (unmeasured here).
+      dataset = dataset.apply(tf.data.experimental.prefetch_to_device(gpus[0].name))
+    return dataset
+  replicas = strategy.num_replicas_in_sync
+  if batch % replicas:
+    raise ConfigError(f'dataset.batch {batch} does not split over {replicas} replicas; '
+                      f'use a multiple of {replicas}')
+  def dataset_fn(ctx):
+    return replay.dataset(ctx.get_per_replica_batch_size(batch), length)
+  return strategy.distribute_datasets_from_function(dataset_fn)

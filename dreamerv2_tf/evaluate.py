@@ -61,7 +61,7 @@ def load_run(logdir, checkpoint: str | None = None, overrides=(), env=None):
   logdir = check_logdir(logdir)
   import tensorflow as tf
   from dreamerv2_tf.agent import Agent
-  from dreamerv2_tf.loop import make_envs
+  from dreamerv2_tf.envs import make_envs
   config = saved_config(logdir / 'config.yaml')
   if overrides:
     config = config.update(dict(overrides))
@@ -82,7 +82,8 @@ def evaluate(logdir, episodes: int = 10, seed: int | None = None, checkpoint: st
   """Plays `episodes` episodes with the eval policy; returns returns and summary statistics."""
   import sys
   from dreamerv2_tf.driver import Driver
-  from dreamerv2_tf.loop import make_envs, seed_everything
+  from dreamerv2_tf.envs import make_envs
+  from dreamerv2_tf.loop import seed_everything
   from dreamerv2_tf.reference_scores import gamer_normalized
   stream = stream or sys.stdout
   if episodes < 1:

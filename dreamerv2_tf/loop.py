@@ -49,118 +49,338 @@ def train(env, config: Config, eval_env=None) -> pathlib.Path:
 
 
 def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
-  import types
+  return _Loop(env, config, eval_env, cleanup).run()
 
-  import tensorflow as tf
-  from dreamerv2_tf import distribute
-  from dreamerv2_tf import envs as envs_lib
-  from dreamerv2_tf import precision
-  from dreamerv2_tf.agent import Agent
-  from dreamerv2_tf.checkpoints import Checkpoints
-  from dreamerv2_tf.divergence import SkipWatch
-  from dreamerv2_tf.driver import Driver, random_policy
-  from dreamerv2_tf.eta import RunEstimate
-  from dreamerv2_tf.logger import Logger, Progress
-  from dreamerv2_tf.logdir import workdir as worker_dir
-  from dreamerv2_tf.replay import Replay
-  from dreamerv2_tf.timeshare import TimeShare
 
-  if env is None:
+class _Loop:
+  """One process's run: `__init__` builds the envs, logdir, replays, agent and checkpoints
+  (resuming from the latest), `run` goes through the phases of the paper's protocol:
+
+    prefill (random policy) -> random eval episode -> pretrain -> [evaluate, train]... -> save
+
+  Counters are agent steps (`self.step`, the agent's); everything logged is frames.
+  """
+
+  def __init__(self, env, config: Config, eval_env, cleanup: list):
+    import tensorflow as tf
+    from dreamerv2_tf import distribute
+    from dreamerv2_tf import envs as envs_lib
+    from dreamerv2_tf import precision
+    from dreamerv2_tf.agent import Agent
+    from dreamerv2_tf.checkpoints import Checkpoints
+    from dreamerv2_tf.divergence import SkipWatch
+    from dreamerv2_tf.eta import RunEstimate
+    from dreamerv2_tf.logger import Logger
+    from dreamerv2_tf.logdir import workdir as worker_dir
+    from dreamerv2_tf.replay import Replay
+
+    if env is None:
+      try:
+        config = config.update({'task': envs_lib.task_name(config.task)})
+      except ValueError as e:  # An unknown task is bad input: one line, no traceback.
+        raise ConfigError(str(e)) from None
+    elif eval_env is None:
+      eval_env = envs_lib.second_env(env)
+    if config.deterministic and config.strategy != 'default':
+      raise ConfigError(f'deterministic: true runs with strategy default only, not '
+                        f'{config.strategy!r}')
+    # This process's place among multi-worker workers (0: the chief).
+    worker = distribute.task_index(config.strategy)
+    # Environments first: a task that cannot be made leaves no logdir behind.
+    self.train_env = envs_lib.make_envs(env, config, 'train', config.envs, worker)
+    self.eval_env = envs_lib.make_envs(eval_env, config, 'eval', 1, worker)
     try:
-      config = config.update({'task': envs_lib.task_name(config.task)})
-    except ValueError as e:  # An unknown task is bad input: one line, no traceback.
+      # Devices and the strategy come before any other TensorFlow work (multi-worker needs it).
+      device = precision.setup_devices()
+      self.strategy = distribute.make_strategy(config.strategy)
+      self.chief = worker == 0
+      config, self.logdir = prepare_logdir(config, self.chief, worker, cleanup)
+    except ValueError as e:  # E.g. multi_worker without TF_CONFIG.
+      self.train_env.close()
+      self.eval_env.close()
       raise ConfigError(str(e)) from None
-  elif eval_env is None:
-    eval_env = _second_env(env)
-  if config.deterministic and config.strategy != 'default':
-    raise ConfigError(f'deterministic: true runs with strategy default only, not '
-                      f'{config.strategy!r}')
-  # This process's place among multi-worker workers (0: the chief); workers explore differently.
-  worker = distribute.task_index(config.strategy)
-  # Environments first: a task that cannot be made leaves no logdir behind.
-  train_env = make_envs(env, config, 'train', config.envs, worker)
-  eval_env_ = make_envs(eval_env, config, 'eval', 1, worker)
-  try:
-    # Devices and the strategy come before any other TensorFlow work (multi-worker needs it).
-    device = precision.setup_devices()
-    strategy = distribute.make_strategy(config.strategy)
-    chief = worker == 0
-    config, logdir = prepare_logdir(config, chief, worker, cleanup)
-  except ValueError as e:  # E.g. multi_worker without TF_CONFIG.
-    train_env.close()
-    eval_env_.close()
-    raise ConfigError(str(e)) from None
-  except BaseException:
-    train_env.close()
-    eval_env_.close()
-    raise
-  # Every worker acts and keeps its own replay; only the chief writes logs and checkpoints.
-  workdir = worker_dir(logdir, worker)
-  print(f'Logdir: {logdir}', flush=True)
-  print(f'Strategy: {config.strategy}, {strategy.num_replicas_in_sync} replica(s)'
-        f'{"" if chief else "; not the chief: no logs or checkpoints"}', flush=True)
-  policy_name = precision.resolve(config.precision)
-  why = f' ({precision.auto_precision()[1]})' if str(config.precision) == 'auto' else ''
-  print(f'Device: {device}; precision {config.precision} -> {policy_name}{why}; '
-        f'tf.function {config.jit}; XLA for the train step {config.xla}, for the policy '
-        f'{precision.policy_xla(config.policy_xla, policy_name) and config.jit}', flush=True)
-  print(config, flush=True)
+    except BaseException:
+      self.train_env.close()
+      self.eval_env.close()
+      raise
+    self.config = config
+    cleanup.extend((self.train_env.close, self.eval_env.close))
+    _print_setup(config, self.logdir, self.strategy, self.chief, device)
 
-  obs_space, act_space = train_env.obs_space, train_env.act_space
-  replay_kw = config.replay.to_dict()
-  seed = config.seed + 1000 * worker  # Workers explore differently.
-  cleanup.extend((train_env.close, eval_env_.close))
-  train_replay = Replay(workdir / 'train_episodes', seed=seed, **replay_kw)
-  eval_replay = Replay(workdir / 'eval_episodes', seed=seed + 1, nonfinite=replay_kw['nonfinite'],
-                       capacity=max(replay_kw['capacity'] // 10, 1),
-                       minlen=config.dataset.length, maxlen=config.dataset.length)
-  logger = Logger(logdir if chief else None, config.action_repeat,
-                  total_frames=config.steps * config.action_repeat)
-  # On a CPU: how long this run takes at the measured rate, and what to run instead.
-  estimate = RunEstimate(config.steps, config.action_repeat, cpu=device == 'cpu')
+    self.obs_space, self.act_space = self.train_env.obs_space, self.train_env.act_space
+    replay_kw = config.replay.to_dict()
+    seed = config.seed + 1000 * worker  # Workers explore differently.
+    # Every worker acts and keeps its own replay; only the chief writes logs and checkpoints.
+    workdir = worker_dir(self.logdir, worker)
+    self.train_replay = Replay(workdir / 'train_episodes', seed=seed, **replay_kw)
+    self.eval_replay = Replay(
+        workdir / 'eval_episodes', seed=seed + 1, nonfinite=replay_kw['nonfinite'],
+        capacity=max(replay_kw['capacity'] // 10, 1), minlen=config.dataset.length,
+        maxlen=config.dataset.length)
+    self.logger = Logger(self.logdir if self.chief else None, config.action_repeat,
+                         total_frames=config.steps * config.action_repeat)
+    cleanup.append(self.logger.close)
+    # On a CPU: how long this run takes at the measured rate, and what to run instead.
+    self.estimate = RunEstimate(config.steps, config.action_repeat, cpu=device == 'cpu')
+    # For checkpoints older than the saved evaluation step. Read before the agent is built (in a
+    # multi-worker run, before the workers' first collective), so that every worker reads the
+    # file before the chief can log anything new.
+    logged = logged_evaluations(self.logdir / 'metrics.jsonl', config.action_repeat)
+    # Seeded before the agent is built: the seed chooses the initial weights too.
+    seed_everything(seed)
+    if config.deterministic:
+      tf.config.experimental.enable_op_determinism()
+    self.agent = Agent(config, self.obs_space, self.act_space, strategy=self.strategy)
+    # Agent steps: the loop's counter and the clock of the agent's schedules.
+    self.step = self.agent.step
+    self.evals = EvalSchedule(config.eval_every)  # Saved too: a resume keeps the evaluations.
+    self.checkpoints = Checkpoints(
+        {'agent': self.agent, 'step': self.step, 'evaluated': self.evals.evaluated},
+        self.logdir / 'checkpoints', self.agent.weights_, added=['evaluated'])
+    self.resumed = self._resume(logged)
+    # Updates skipped for a non-finite loss or gradient: too many in a row stop the run.
+    self.watch = SkipWatch(config.skip_limit, lambda: self.checkpoints.latest)
+    # Seeding with the step keeps a resumed run reproducible from its checkpoint.
+    seed_everything(seed + int(self.step))
+    self.rng = np.random.default_rng(seed + int(self.step))
+    self._build_drivers()
+    self.dataset, self.report_dataset = None, None
+    self.train_metrics: dict[str, list] = {}
+    self.timer = {'train_time': 0.0, 'updates': 0}
 
-  cleanup.append(logger.close)
-  # For checkpoints older than the saved evaluation step. Read before the agent is built (in a
-  # multi-worker run, before the workers' first collective), so that every worker reads the
-  # file before the chief can log anything new.
-  logged = logged_evaluations(logdir / 'metrics.jsonl', config.action_repeat)
-  # Seeded before the agent is built: the seed chooses the initial weights too.
-  seed_everything(seed)
-  if config.deterministic:
-    tf.config.experimental.enable_op_determinism()
-  agent = Agent(config, obs_space, act_space, strategy=strategy)
-  step = agent.step  # Agent steps: the loop's counter and the clock of the agent's schedules.
-  evals = EvalSchedule(config.eval_every)  # Saved too: a resume keeps the evaluation steps.
-  checkpoints = Checkpoints({'agent': agent, 'step': step, 'evaluated': evals.evaluated},
-                            logdir / 'checkpoints', agent.weights_, added=['evaluated'])
-  # Read once: in a multi-worker run the chief may save while another worker starts up.
-  resumed = checkpoints.latest
-  if resumed:
-    if checkpoints.restore(resumed):  # Saved before `evaluated` was: from metrics.jsonl.
-      evals.recover(logged, int(step))
-    until = evals.steps_to_next(int(step))
-    print(f'Resumed from {resumed} at {int(step) * config.action_repeat:,} '
-          f'frames; replay holds {train_replay.stats["loaded_steps"]:,} steps'
-          + ('' if until is None else
-             f'; next evaluation at {(int(step) + until) * config.action_repeat:,} frames'),
-          flush=True)
-  # Supersedes what an earlier process logged past its checkpoint (it is logged again).
-  logger.started(int(step), int(evals.evaluated) if int(evals.evaluated) >= 0 else None)
-  # Updates skipped for a non-finite loss or gradient: too many in a row stop the run.
-  watch = SkipWatch(config.skip_limit, lambda: checkpoints.latest)
-  # Seeding with the step keeps a resumed run reproducible from its checkpoint.
-  seed_everything(seed + int(step))
-  rng = np.random.default_rng(seed + int(step))
+  def _resume(self, logged: list[int]) -> str | None:
+    """Restores the latest checkpoint if there is one; marks the start in metrics.jsonl."""
+    step, evals, repeat = self.step, self.evals, self.config.action_repeat
+    # Read once: in a multi-worker run the chief may save while another worker starts up.
+    resumed = self.checkpoints.latest
+    if resumed:
+      if self.checkpoints.restore(resumed):  # Saved before `evaluated` was: from metrics.jsonl.
+        evals.recover(logged, int(step))
+      until = evals.steps_to_next(int(step))
+      print(f'Resumed from {resumed} at {int(step) * repeat:,} frames; replay holds '
+            f'{self.train_replay.stats["loaded_steps"]:,} steps'
+            + ('' if until is None else
+               f'; next evaluation at {(int(step) + until) * repeat:,} frames'), flush=True)
+    # Supersedes what an earlier process logged past its checkpoint (it is logged again).
+    self.logger.started(int(step), int(evals.evaluated) if int(evals.evaluated) >= 0 else None)
+    return resumed
 
-  def count_step(tran, worker):
+  def _build_drivers(self) -> None:
+    import types
+
+    from dreamerv2_tf.driver import Driver
+    from dreamerv2_tf.timeshare import TimeShare
+    # Where the wall time goes, logged at every periodic write (see timeshare.py).
+    self.times = TimeShare()
+    timed = self.timed = self.times.timed
+    self.videos = 0  # Policy videos logged in this evaluation.
+    # The driver only resets and steps its env: a namespace of the timed methods is enough.
+    env = types.SimpleNamespace(reset=timed('env', self.train_env.reset),
+                                step=timed('env', self.train_env.step))
+    self.train_driver = Driver(env, self.act_space['action'])
+    self.train_driver.on_step(self._count_step)
+    self.train_driver.on_step(timed('replay', self.train_replay.add_step))
+    self.train_driver.on_episode(lambda ep, w: self._log_episode(ep, 'train'))
+    self.eval_driver = Driver(self.eval_env, self.act_space['action'])
+    # Step by step, as training's: non-finite data is caught before it reaches the policy.
+    self.eval_driver.on_step(self.eval_replay.add_step)
+    self.eval_mode = 'eval'  # 'eval_random' while it plays the random episode after prefill.
+    self.eval_driver.on_episode(lambda ep, w: self._log_episode(ep, self.eval_mode))
+
+  # --- The phases ------------------------------------------------------------------------
+
+  def run(self) -> pathlib.Path:
+    step, logger = self.step, self.logger
+    with StopSignal() as stop:
+      self.stop = self.train_driver.stop = self.eval_driver.stop = stop
+      prefilled = self.prefill()
+      played = self.random_episode()
+      if prefilled or played:
+        self._log_times()
+        logger.write(int(step))
+      self.dataset = self._train_dataset()
+      if not self.resumed and not stop():
+        self.pretrain()
+      self.train()
+      self.save()
+    logger.write(int(step))
+    logger.close()  # (The envs close on the way out, in train().)
+    if stop.received:
+      print(f'Stopped by {stop.received} at {int(step) * self.config.action_repeat:,} frames; '
+            'rerun the same command to resume.', flush=True)
+    return self.logdir
+
+  def prefill(self) -> bool:
+    """As the paper's prefill: `prefill` agent steps (counting those stored) and at least one
+    whole episode with the random policy; whether there was any to do."""
+    from dreamerv2_tf.driver import random_policy
+    from dreamerv2_tf.logger import Progress
+    stats = self.train_replay.stats
+    # Agent steps stored, as the paper counts them: an episode's first transition is no step.
+    prefill = int(self.config.prefill) - (stats['total_steps'] - stats['total_episodes'])
+    if prefill <= 0:
+      return False
+    if self.stop():
+      return True
+    bar, done, episodes = Progress('Prefill', prefill), 0, 0
+    random = self.timed('policy', random_policy(self.act_space['action'], self.rng))
+    while (done < prefill or not episodes) and not self.stop():
+      more = self.train_driver(random, steps=min(500, prefill - done),
+                               episodes=int(done >= prefill))
+      done, episodes = done + more[0], episodes + more[1]
+      bar.update(min(done, prefill))
+    bar.close()
+    return True
+
+  def random_episode(self) -> bool:
+    """As the paper's train.py after its prefill: an episode of the random policy in the eval
+    env; whether it is due (before the first evaluation). Its curves hold it in their first bin
+    (it logs it as eval_return); here it is eval_random_return, which compare.py bins with the
+    evaluations as the paper's files do. Before the first evaluation only, so that it never
+    lands in a later bin (a stop before that evaluation finishes plays it again; the start's row
+    in metrics.jsonl supersedes the earlier one). None in a run without evaluations."""
+    from dreamerv2_tf.driver import random_policy
+    if int(self.evals.evaluated) >= 0:
+      return False
+    if self.evals.every > 0 and not self.stop():
+      self.eval_mode = 'eval_random'
+      self.timed('eval', self.eval_driver)(
+          random_policy(self.act_space['action'], self.rng), episodes=1)
+      self.eval_mode = 'eval'
+      self.eval_driver.reset()
+    return True
+
+  def _train_dataset(self):
+    from dreamerv2_tf import distribute
+    if self.train_replay.can_sample:
+      return iter(distribute.train_dataset(self.strategy, self.train_replay, self.config))
+    if self.stop():  # Stopped during prefill: save and exit.
+      return None
+    stats, config = self.train_replay.stats, self.config
+    raise ConfigError(
+        f'no episode in the replay reaches replay.minlen={config.replay.minlen} steps '
+        f'({stats["loaded_steps"]} steps in {stats["loaded_episodes"]} episodes'
+        + (f', {stats["dropped_episodes"]} dropped for NaN/Inf (replay.nonfinite drop)'
+           if stats['dropped_episodes'] else '') + '); lower '
+        '--replay.minlen (and --replay.maxlen), or collect more with --prefill')
+
+  def pretrain(self) -> None:
+    print(f'Pretraining for {int(self.config.pretrain)} updates.', flush=True)
+    for _ in range(int(self.config.pretrain)):
+      self._update()
+
+  def train(self) -> None:
+    """Evaluates when due, and acts and trains in between, until `steps` or a stop."""
+    config, step, evals, stop = self.config, self.step, self.evals, self.stop
+    self.should_train = Every(config.train_every)
+    self.should_log = Every(config.log_every)
+    self.train_driver.on_step(self._train_step)
+    self.train_driver.on_step(self._log_step)
+    policy = self.timed('policy', self._train_policy)
+    while int(step) < config.steps and not stop():
+      if evals.due(int(step)):
+        finished = self.timed('eval', self.evaluate)()
+        self.logger.write(int(step))
+        if finished:  # Saved even if a stop came meanwhile: the evaluation is not redone.
+          self.save(replace=True)  # (A resumed run redoing its checkpoint's step rewrites it.)
+      remaining = int(config.steps) - int(step)
+      until = evals.steps_to_next(int(step))
+      period = remaining if until is None else min(until, remaining)
+      self.train_driver(policy, steps=max(period, 1))
+    if self.train_metrics:  # The last period, cut short by the end or a stop, is logged too.
+      self._write_period()
+
+  def evaluate(self) -> bool:
+    """`eval_eps` episodes with the eval policy, then the world model's open-loop videos;
+    whether they all finished."""
+    from dreamerv2_tf.logger import Progress
+    config, logger = self.config, self.logger
+    self.eval_driver.reset()
+    self.videos = 0
+    bar, done = Progress('Eval', int(config.eval_eps)), 0
+    policy = lambda obs, state: _act(self.agent, obs, state, 'eval')  # noqa: E731
+    while done < int(config.eval_eps) and not self.stop():
+      done += self.eval_driver(policy, episodes=1)[1]
+      bar.update(done)
+    bar.close()
+    if done < int(config.eval_eps):  # Stopped: the resumed run evaluates here again.
+      logger.discard('eval_')  # Not a point of the curve: a mean of fewer episodes.
+      return False
+    self.evals.done(int(self.step))
+    if 'image' not in self.obs_space.spaces:
+      return True
+    # Evaluation episodes shorter than the replay's minlen (CartPole can fall in 9 steps)
+    # give nothing to sample yet: the eval report then waits for a later evaluation.
+    if self.report_dataset is None and self.eval_replay.can_sample:
+      self.report_dataset = _batches(self.eval_replay, min(6, config.dataset.batch),
+                                     config.dataset.length, config.deterministic)
+    for name, source in (('train', self.dataset), ('eval', self.report_dataset)):
+      if source is not None:
+        for key, video in self.agent.report(next(source)).items():
+          logger.video(f'{name}_{key}', video)
+    return True
+
+  def save(self, replace: bool = False) -> None:
+    if self.chief and (path := self.checkpoints.save(int(self.step), replace)):
+      print(f'Saved checkpoint {path}', flush=True)
+
+  # --- Called by the drivers -------------------------------------------------------------
+
+  def _count_step(self, tran, worker):
     if not tran['is_first']:
-      step.assign_add(1)
+      self.step.assign_add(1)
 
-  videos = {'eval': 0}
+  def _train_policy(self, obs, state):
+    # Decided at every call, as the paper's Until(expl_until): 0 means explore throughout.
+    expl_until = self.config.expl_until
+    explore = not expl_until or int(self.step) < expl_until
+    return _act(self.agent, obs, state, 'explore' if explore else 'train')
 
-  def log_episode(ep, worker, mode):
+  def _update(self) -> dict:
+    metrics = self.timed('train', self.agent.train)(self.timed('replay', next)(self.dataset))
+    self.watch(metrics, self.logger.frames(self.step))
+    return metrics
+
+  def _train_step(self, tran, worker):
+    if tran['is_first'] or not self.should_train(int(self.step)):
+      return
+    start = time.time()
+    for _ in range(int(self.config.train_steps)):
+      for key, value in self._update().items():
+        self.train_metrics.setdefault(key, []).append(value)
+    self.timer['train_time'] += time.time() - start
+    self.timer['updates'] += int(self.config.train_steps)
+    self.estimate.update(int(self.step))
+
+  def _log_step(self, tran, worker):
+    # At every agent step, as the paper's train.py (not only at steps that train).
+    if not tran['is_first'] and self.should_log(int(self.step)):
+      self._write_period()
+
+  def _write_period(self) -> None:
+    # The means of the period's updates, its train rate and time split.
+    logger, timer = self.logger, self.timer
+    for key, values in self.train_metrics.items():
+      # Skipped steps are counted per period; a NaN in a mean is logged as such.
+      logger.scalar(key, float(np.sum(values) if key.endswith('_skipped_steps')
+                               else np.mean(values)))
+    self.train_metrics.clear()
+    if timer['train_time'] > 0:
+      logger.scalar('train_steps_per_s', timer['updates'] / timer['train_time'])
+    timer.update(train_time=0.0, updates=0)
+    self._log_times()
+    logger.write(int(self.step), fps=True)
+
+  def _log_times(self) -> None:
+    for mode, replay in (('train', self.train_replay), ('eval', self.eval_replay)):
+      if replay.stats['dropped_episodes']:  # Since the start of this process.
+        self.logger.scalar(f'{mode}_dropped_episodes', replay.stats['dropped_episodes'])
+    self.times.log(self.logger, self.train_env.num_envs * self.config.action_repeat)
+
+  def _log_episode(self, ep: dict, mode: str) -> None:
     if finite.first_nonfinite(ep) is not None:
       return  # Dropped by the replay (replay.nonfinite drop): counted, not averaged.
+    logger, config = self.logger, self.config
     # Means over the episodes that end within one log period (or one evaluation).
     logger.mean(f'{mode}_return', float(np.sum(ep['reward'])))
     logger.mean(f'{mode}_length', len(ep['reward']) - 1)
@@ -171,204 +391,24 @@ def _train(env, config: Config, eval_env, cleanup: list) -> pathlib.Path:
         if re.match(pattern, key):
           name = key[len('log_'):] if key.startswith('log_') else key
           logger.mean(f'{mode}_{op}_{name}', float(getattr(np, op)(value)))
-    if mode == 'eval' and videos['eval'] == 0:
+    if mode == 'eval' and self.videos == 0:
       for key in config.log_keys_video:
         if key in ep and ep[key].ndim == 4:
           logger.video(f'eval_policy_{key}', ep[key][:1000])  # Bounded: Atari runs 27k steps.
-      videos['eval'] += 1
-
-  # Where the wall time goes, logged at every periodic write (see timeshare.py).
-  times = TimeShare()
-  timed = times.timed
-
-  def log_times():
-    for mode, replay in (('train', train_replay), ('eval', eval_replay)):
-      if replay.stats['dropped_episodes']:  # Since the start of this process.
-        logger.scalar(f'{mode}_dropped_episodes', replay.stats['dropped_episodes'])
-    times.log(logger, train_env.num_envs * config.action_repeat)
-
-  # The driver only resets and steps its env: a namespace of the timed methods is enough.
-  timed_env = types.SimpleNamespace(reset=timed('env', train_env.reset),
-                                    step=timed('env', train_env.step))
-  train_driver = Driver(timed_env, act_space['action'])
-  train_driver.on_step(count_step)
-  train_driver.on_step(timed('replay', train_replay.add_step))
-  train_driver.on_episode(lambda ep, w: log_episode(ep, w, 'train'))
-  eval_driver = Driver(eval_env_, act_space['action'])
-  # Step by step, as training's: non-finite data is caught before it reaches the policy.
-  eval_driver.on_step(eval_replay.add_step)
-  eval_mode = ['eval']  # 'eval_random' while it plays the random episode after the prefill.
-  eval_driver.on_episode(lambda ep, w: log_episode(ep, w, eval_mode[0]))
-
-  with StopSignal() as stop:
-    train_driver.stop = eval_driver.stop = stop
-    # Agent steps stored, as the paper counts them: an episode's first transition is no step.
-    stored = train_replay.stats['total_steps'] - train_replay.stats['total_episodes']
-    prefill = int(config.prefill) - stored
-    if prefill > 0 and not stop():
-      bar, done, episodes = Progress('Prefill', prefill), 0, 0
-      random = timed('policy', random_policy(act_space['action'], rng))
-      # As the paper's prefill: `prefill` agent steps and at least one whole episode.
-      while (done < prefill or not episodes) and not stop():
-        more = train_driver(random, steps=min(500, prefill - done), episodes=int(done >= prefill))
-        done, episodes = done + more[0], episodes + more[1]
-        bar.update(min(done, prefill))
-      bar.close()
-    if evals.every > 0 and int(evals.evaluated) < 0 and not stop():
-      # As the paper's train.py after its prefill: an episode of the random policy in the eval
-      # env. Its curves hold it in their first bin (it logs it as eval_return); here it is
-      # eval_random_return, which compare.py bins with the evaluations as the paper's files
-      # do. Before the first evaluation only, so that it never lands in a later bin (a stop
-      # before that evaluation finishes plays it again; the start's row in metrics.jsonl
-      # supersedes the earlier one). None in a run without evaluations.
-      eval_mode[0] = 'eval_random'
-      timed('eval', eval_driver)(random_policy(act_space['action'], rng), episodes=1)
-      eval_mode[0] = 'eval'
-      eval_driver.reset()
-    if prefill > 0 or int(evals.evaluated) < 0:
-      log_times()
-      logger.write(int(step))
-
-    dataset = None
-    if train_replay.can_sample:
-      dataset = iter(_train_dataset(strategy, train_replay, config))
-    elif not stop():  # (Stopped during prefill: save and exit below.)
-      stats = train_replay.stats
-      raise ConfigError(
-          f'no episode in the replay reaches replay.minlen={config.replay.minlen} steps '
-          f'({stats["loaded_steps"]} steps in {stats["loaded_episodes"]} episodes'
-          + (f', {stats["dropped_episodes"]} dropped for NaN/Inf (replay.nonfinite drop)'
-             if stats['dropped_episodes'] else '') + '); lower '
-          '--replay.minlen (and --replay.maxlen), or collect more with --prefill')
-    report_dataset = None
-    if not resumed and not stop():
-      print(f'Pretraining for {int(config.pretrain)} updates.', flush=True)
-      for _ in range(int(config.pretrain)):
-        watch(timed('train', agent.train)(timed('replay', next)(dataset)), logger.frames(step))
-
-    should_train = Every(config.train_every)
-    should_log = Every(config.log_every)
-    train_metrics: dict[str, list] = {}
-    timer = {'train_time': 0.0, 'updates': 0}
-
-    def train_step(tran, worker):
-      if tran['is_first'] or not should_train(int(step)):
-        return
-      start = time.time()
-      for _ in range(int(config.train_steps)):
-        batch = timed('replay', next)(dataset)
-        metrics = timed('train', agent.train)(batch)
-        watch(metrics, logger.frames(step))
-        for key, value in metrics.items():
-          train_metrics.setdefault(key, []).append(value)
-      timer['train_time'] += time.time() - start
-      timer['updates'] += int(config.train_steps)
-      estimate.update(int(step))
-
-    def write_period():
-      # The means of the period's updates, its train rate and time split.
-      for key, values in train_metrics.items():
-        # Skipped steps are counted per period; a NaN in a mean is logged as such.
-        logger.scalar(key, float(np.sum(values) if key.endswith('_skipped_steps')
-                                 else np.mean(values)))
-      train_metrics.clear()
-      if timer['train_time'] > 0:
-        logger.scalar('train_steps_per_s', timer['updates'] / timer['train_time'])
-      timer.update(train_time=0.0, updates=0)
-      log_times()
-      logger.write(int(step), fps=True)
-
-    def log_step(tran, worker):
-      # At every agent step, as the paper's train.py (not only at steps that train).
-      if not tran['is_first'] and should_log(int(step)):
-        write_period()
-
-    train_driver.on_step(train_step)
-    train_driver.on_step(log_step)
-
-    def policy(mode):
-      return lambda obs, state: _act(agent, obs, state, mode)
-
-    def train_policy(obs, state):
-      # Decided at every call, as the paper's Until(expl_until): 0 means explore throughout.
-      explore = not config.expl_until or int(step) < config.expl_until
-      return _act(agent, obs, state, 'explore' if explore else 'train')
-
-    def save(replace=False):
-      if chief and (path := checkpoints.save(int(step), replace)):
-        print(f'Saved checkpoint {path}', flush=True)
-
-    def evaluate() -> bool:
-      # `eval_eps` episodes with the eval policy, then the world model's open-loop videos;
-      # whether they all finished.
-      nonlocal report_dataset
-      eval_driver.reset()
-      videos['eval'] = 0
-      bar, done = Progress('Eval', int(config.eval_eps)), 0
-      while done < int(config.eval_eps) and not stop():
-        done += eval_driver(policy('eval'), episodes=1)[1]
-        bar.update(done)
-      bar.close()
-      if done < int(config.eval_eps):  # Stopped: the resumed run evaluates here again.
-        logger.discard('eval_')  # Not a point of the curve: a mean of fewer episodes.
-        return False
-      evals.done(int(step))
-      # Evaluation episodes shorter than the replay's minlen (CartPole can fall in 9 steps)
-      # give nothing to sample yet: the eval report then waits for a later evaluation.
-      if 'image' in obs_space.spaces and report_dataset is None and eval_replay.can_sample:
-        report_dataset = _batches(eval_replay, min(6, config.dataset.batch),
-                                  config.dataset.length, config.deterministic)
-      for name, source in (('train', dataset), ('eval', report_dataset)):
-        if source is not None and 'image' in obs_space.spaces:
-          for key, video in agent.report(next(source)).items():
-            logger.video(f'{name}_{key}', video)
-      return True
-
-    while int(step) < config.steps and not stop():
-      if evals.due(int(step)):
-        finished = timed('eval', evaluate)()
-        logger.write(int(step))
-        if finished:  # Saved even if a stop came meanwhile: the evaluation is not redone.
-          save(replace=True)  # (A resumed run redoing its checkpoint's step rewrites it.)
-      remaining = int(config.steps) - int(step)
-      until = evals.steps_to_next(int(step))
-      period = remaining if until is None else min(until, remaining)
-      train_driver(timed('policy', train_policy), steps=max(period, 1))
-    if train_metrics:  # The last period, cut short by the end or a stop, is logged too.
-      write_period()
-    save()
-  logger.write(int(step))
-  logger.close()  # (The envs close on the way out, in train().)
-  if stop.received:
-    print(f'Stopped by {stop.received} at {int(step) * config.action_repeat:,} frames; rerun the '
-          'same command to resume.', flush=True)
-  return logdir
+      self.videos += 1
 
 
-def _train_dataset(strategy, replay, config: Config):
-  """The replay's batches; under a strategy, distributed by the strategy's own input API.
-
-  Each worker samples its own replay: the dataset function runs once per worker and draws the
-  share of the global `dataset.batch` that its replicas train on (the strategy also prefetches
-  to the devices).
-  """
-  import tensorflow as tf
-  batch, length = config.dataset.batch, config.dataset.length
-  if config.strategy == 'default':
-    if config.deterministic:
-      return _batches(replay, batch, length, True)
-    dataset = replay.dataset(batch, length)
-    gpus = tf.config.list_logical_devices('GPU')
-    if gpus:  # Copy the next batch to the GPU while the current one trains (unmeasured here).
-      dataset = dataset.apply(tf.data.experimental.prefetch_to_device(gpus[0].name))
-    return dataset
-  replicas = strategy.num_replicas_in_sync
-  if batch % replicas:
-    raise ConfigError(f'dataset.batch {batch} does not split over {replicas} replicas; '
-                      f'use a multiple of {replicas}')
-  def dataset_fn(ctx):
-    return replay.dataset(ctx.get_per_replica_batch_size(batch), length)
-  return strategy.distribute_datasets_from_function(dataset_fn)
+def _print_setup(config: Config, logdir, strategy, chief: bool, device: str) -> None:
+  from dreamerv2_tf import precision
+  print(f'Logdir: {logdir}', flush=True)
+  print(f'Strategy: {config.strategy}, {strategy.num_replicas_in_sync} replica(s)'
+        f'{"" if chief else "; not the chief: no logs or checkpoints"}', flush=True)
+  policy_name = precision.resolve(config.precision)
+  why = f' ({precision.auto_precision()[1]})' if str(config.precision) == 'auto' else ''
+  print(f'Device: {device}; precision {config.precision} -> {policy_name}{why}; '
+        f'tf.function {config.jit}; XLA for the train step {config.xla}, for the policy '
+        f'{precision.policy_xla(config.policy_xla, policy_name) and config.jit}', flush=True)
+  print(config, flush=True)
 
 
 def _batches(replay, batch: int, length: int, deterministic: bool):
@@ -384,39 +424,3 @@ def _act(agent, obs, state, mode):
     obs = finite.sanitize(obs)
   outputs, state = agent.policy(obs, state, mode)
   return outputs['action'], state
-
-
-def make_envs(env, config: Config, mode: str, count: int, worker: int = 0):
-  """A batch environment: the user's env(s) wrapped, or `count` made from the config.
-
-  worker: a multi-worker run's worker index (`distribute.task_index`), which offsets the seed.
-
-  envs_parallel `auto` runs DeepMind Control in worker processes: MuJoCo's EGL renderer
-  crashes (SIGSEGV) when it creates its context in a process that has loaded TensorFlow.
-  """
-  from dreamerv2_tf import envs as envs_lib
-  if env is None:
-    how = config.envs_parallel
-    if how == 'auto':
-      how = 'process' if config.task.startswith('dmc_') else 'none'
-    if how == 'ale_vector' and not config.task.startswith('atari_'):
-      raise ConfigError(f'envs_parallel ale_vector is for Atari tasks, not {config.task!r}')
-    seed = config.seed + (0 if mode == 'train' else 10_000) + 1000 * worker
-    try:
-      return envs_lib.make_batch_env(config.task, count, config, mode=mode, seed=seed,
-                                     parallel=how == 'process', fast=how == 'ale_vector')
-    except ValueError as e:  # E.g. a gymnasium id that is not registered.
-      raise ConfigError(str(e)) from None
-  if not hasattr(env, 'obs_space'):
-    env = envs_lib.from_env(env, config)
-  return env if hasattr(env, 'num_envs') else envs_lib.BatchEnv([env])
-
-
-def _second_env(env):
-  """A separate evaluation env, so evaluating never disturbs a running training episode."""
-  spec = getattr(env, 'spec', None)
-  if spec is None:
-    raise ValueError(f'cannot make an evaluation copy of {type(env).__name__}: it has no '
-                     'gymnasium spec; pass eval_env= as well')
-  import gymnasium
-  return gymnasium.make(spec)

@@ -109,7 +109,7 @@ def main(argv=None):
   import numpy as np
   from dreamerv2_tf.agent import Agent
   from dreamerv2_tf.evaluate import check_logdir, find_checkpoint, load_run, saved_config
-  from dreamerv2_tf.loop import make_envs
+  from dreamerv2_tf.envs import make_envs
   from dreamerv2_tf.replay import Replay
   logdir = check_logdir(args.logdir)
   config = saved_config(logdir / 'config.yaml')

@@ -113,7 +113,7 @@ def test_exported_policy_acts_like_the_agent_without_this_package(run, tmp_path)
     assert name in shown
   # A whole episode with the in-process eval policy (posterior mode, as `step` exports it).
   from dreamerv2_tf.evaluate import load_run
-  from dreamerv2_tf.loop import make_envs
+  from dreamerv2_tf.envs import make_envs
   config, agent, _, _ = load_run(run, overrides={'eval_state_mean': True})
   env = make_envs(None, config, 'eval', 1)
   obs, state, record, actions = env.reset(), None, [], []

@@ -20,7 +20,7 @@ from dreamerv2_tf.envs.atari import ATARI_GAMES, atari_game
 from dreamerv2_tf.envs.base import Env, check_int
 from dreamerv2_tf.envs.vector import BatchEnv
 
-__all__ = ['ATARI_GAMES', 'BatchEnv', 'Env', 'from_env', 'make_batch_env', 'make_env',
+__all__ = ['ATARI_GAMES', 'BatchEnv', 'Env', 'from_env', 'make_batch_env', 'make_env', 'make_envs', 'second_env',
            'task_name']
 
 # Settings read from the config; None = the suite's own default (see _SUITE_DEFAULTS).
@@ -168,3 +168,39 @@ def make_batch_env(task: str, num_envs: int, config: Any = None, mode: str = 'tr
   ctors = [functools.partial(make_env, name, None, mode, None if seed is None else seed + i,
                              **plain) for i in range(num_envs)]
   return BatchEnv(ctors, parallel=parallel)
+
+
+def make_envs(env: Any, config: Any, mode: str, count: int, worker: int = 0) -> BatchEnv:
+  """A batch environment: the user's env(s) wrapped, or `count` made from the config.
+
+  worker: a multi-worker run's worker index (`distribute.task_index`), which offsets the seed.
+
+  envs_parallel `auto` runs DeepMind Control in worker processes: MuJoCo's EGL renderer
+  crashes (SIGSEGV) when it creates its context in a process that has loaded TensorFlow.
+  """
+  from dreamerv2_tf.config import ConfigError
+  if env is None:
+    how = config.envs_parallel
+    if how == 'auto':
+      how = 'process' if config.task.startswith('dmc_') else 'none'
+    if how == 'ale_vector' and not config.task.startswith('atari_'):
+      raise ConfigError(f'envs_parallel ale_vector is for Atari tasks, not {config.task!r}')
+    seed = config.seed + (0 if mode == 'train' else 10_000) + 1000 * worker
+    try:
+      return make_batch_env(config.task, count, config, mode=mode, seed=seed,
+                                     parallel=how == 'process', fast=how == 'ale_vector')
+    except ValueError as e:  # E.g. a gymnasium id that is not registered.
+      raise ConfigError(str(e)) from None
+  if not hasattr(env, 'obs_space'):
+    env = from_env(env, config)
+  return env if hasattr(env, 'num_envs') else BatchEnv([env])
+
+
+def second_env(env: Any) -> Any:
+  """A separate evaluation env, so evaluating never disturbs a running training episode."""
+  spec = getattr(env, 'spec', None)
+  if spec is None:
+    raise ValueError(f'cannot make an evaluation copy of {type(env).__name__}: it has no '
+                     'gymnasium spec; pass eval_env= as well')
+  import gymnasium
+  return gymnasium.make(spec)
