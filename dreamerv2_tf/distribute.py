@@ -148,7 +148,8 @@ def split_batch(strategy: tf.distribute.Strategy, batch: dict) -> dict:
 
 
 def train_dataset(strategy: tf.distribute.Strategy, replay, config) -> Iterable:
-  """The replay's training batches (an iterable of dicts); under a strategy, distributed by the strategy's own input API.
+  """The replay's training batches: dicts of arrays; under a strategy, per-replica values
+  distributed by the strategy's own input API.
 
   Each worker samples its own replay: the dataset function runs once per worker and draws the
   share of the global `dataset.batch` that its replicas train on (the strategy also prefetches

@@ -20,8 +20,8 @@ from dreamerv2_tf.envs.atari import ATARI_GAMES, atari_game
 from dreamerv2_tf.envs.base import Env, check_int
 from dreamerv2_tf.envs.vector import BatchEnv
 
-__all__ = ['ATARI_GAMES', 'BatchEnv', 'Env', 'from_env', 'make_batch_env', 'make_env', 'make_envs', 'second_env',
-           'task_name']
+__all__ = ['ATARI_GAMES', 'BatchEnv', 'Env', 'from_env', 'make_batch_env', 'make_env', 'make_envs',
+           'second_env', 'task_name']
 
 # Settings read from the config; None = the suite's own default (see _SUITE_DEFAULTS).
 DEFAULTS: dict[str, Any] = {
@@ -188,7 +188,7 @@ def make_envs(env: Any, config: Any, mode: str, count: int, worker: int = 0) -> 
     seed = config.seed + (0 if mode == 'train' else 10_000) + 1000 * worker
     try:
       return make_batch_env(config.task, count, config, mode=mode, seed=seed,
-                                     parallel=how == 'process', fast=how == 'ale_vector')
+                            parallel=how == 'process', fast=how == 'ale_vector')
     except ValueError as e:  # E.g. a gymnasium id that is not registered.
       raise ConfigError(str(e)) from None
   if not hasattr(env, 'obs_space'):
