@@ -73,6 +73,7 @@ def load_run(logdir, checkpoint: str | None = None, overrides=(), env=None):
     if env is None:
       spaces_env.close()
   status = tf.train.Checkpoint(agent=agent, step=agent.step).restore(path)
+  status.expect_partial()  # The loop's own state (`evaluated`) is not needed here: no warning.
   status.assert_existing_objects_matched()
   return config, agent, path, int(agent.step) * config.action_repeat
 
