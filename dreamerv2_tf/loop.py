@@ -162,7 +162,7 @@ class _Loop:
             + ('' if until is None else
                f'; next evaluation at {(int(step) + until) * repeat:,} frames'), flush=True)
     # Supersedes what an earlier process logged past its checkpoint (it is logged again).
-    self.logger.started(int(step), int(evals.evaluated) if int(evals.evaluated) >= 0 else None)
+    self.logger.started(int(step), evals.last)
     return resumed
 
   def _build_drivers(self) -> None:
@@ -240,7 +240,7 @@ class _Loop:
     lands in a later bin (a stop before that evaluation finishes plays it again; the start's row
     in metrics.jsonl supersedes the earlier one). None in a run without evaluations."""
     from dreamerv2_tf.driver import random_policy
-    if int(self.evals.evaluated) >= 0:
+    if self.evals.last is not None:
       return False
     if self.evals.every > 0 and not self.stop():
       self.eval_mode = 'eval_random'

@@ -49,9 +49,15 @@ class EvalSchedule:
     self.every = int(every)
     self.evaluated = tf.Variable(-1, dtype=tf.int64, trainable=False, name='evaluated')
 
-  def due(self, step: int) -> bool:
+  @property
+  def last(self) -> int | None:
+    """The agent step of the last finished evaluation; None before the first."""
     last = int(self.evaluated)
-    return self.every > 0 and (last < 0 or step >= last + self.every)
+    return None if last < 0 else last
+
+  def due(self, step: int) -> bool:
+    last = self.last
+    return self.every > 0 and (last is None or step >= last + self.every)
 
   def done(self, step: int) -> None:
     """Records a finished evaluation at `step`."""
@@ -61,8 +67,8 @@ class EvalSchedule:
     """Agent steps from `step` until the next evaluation is due; None if there is none."""
     if self.every <= 0:
       return None
-    last = int(self.evaluated)
-    return 0 if last < 0 else max(last + self.every - step, 0)
+    last = self.last
+    return 0 if last is None else max(last + self.every - step, 0)
 
   def recover(self, logged: list[int], step: int) -> int | None:
     """For a checkpoint at agent step `step` written before `evaluated` was saved: takes the
