@@ -12,6 +12,11 @@ float32 on the same batch with other sampling noise, and float32 on another batc
 differences that training with the paper's settings takes in its stride at every update. A
 precision whose difference is far below both cannot be what makes a run learn differently.
 
+Size alone does not settle it: sampling noise averages out over updates, a rounding error that
+is the same at every update adds up. So each difference also gets its correlation across
+batches (the mean cosine between the differences of consecutive batches): near 0 for noise
+(the other-noise yardstick shows how near, with these batches), near 1 for a bias.
+
 `16` (mixed float16) is the paper's GPU precision. On a CPU it is emulated: seconds per gradient
 with the `debug` preset's networks, but one gradient at `dmc_vision` sizes did not finish in
 9 minutes on a 2-core Xeon, so the default compares bf16 only. It is computed with the loss
@@ -89,6 +94,16 @@ def compare(grad, reference) -> tuple[float, float]:
   return cos, float(np.linalg.norm(grad - reference) / norm)
 
 
+def correlation(diffs) -> float:
+  """Mean cosine between consecutive `diffs` (differences of batch i and i + 1, cyclic for more
+  than two): about 0 for independent noise, 1 for the same error every time."""
+  import numpy as np
+  pairs = [(diffs[i], diffs[i + 1]) for i in range(len(diffs) - 1)]
+  if len(diffs) > 2:
+    pairs.append((diffs[-1], diffs[0]))
+  return float(np.mean([a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) for a, b in pairs]))
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--logdir', required=True)
@@ -146,28 +161,32 @@ def main(argv=None):
   print(f'Checkpoint {path} ({frames:,} frames); {args.batches} batches of '
         f'{config.dataset.batch} x {config.dataset.length}; means over the batches.\n')
   print('| net | compared with float32 on the same batch and noise | cosine | '
-        '|difference| / |float32| | loss (float32: loss) |')
-  print('| --- | --- | --- | --- | --- |')
+        '|difference| / |float32| | difference, correlation across batches | '
+        'loss (float32: loss) |')
+  print('| --- | --- | --- | --- | --- | --- |')
   table = []
   for net in NETS:
-    rows = [('float32, other sampling noise',
-             [compare(results['32', i, 1][net], results['32', i, 0][net]) for i in range(n)],
-             None),
+    reference = [results['32', i, 0][net] for i in range(n)]
+    other = [results['32', i, 1][net] for i in range(n)]
+    rows = [('float32, other sampling noise', [compare(o, r) for o, r in zip(other, reference)],
+             correlation([o - r for o, r in zip(other, reference)]), None),
             ('float32, the next batch',
-             [compare(results['32', (i + 1) % n, 0][net], results['32', i, 0][net])
-              for i in range(n)], None)]
+             [compare(reference[(i + 1) % n], reference[i]) for i in range(n)], None, None)]
     for precision in args.precisions:
       name = {'bf16': 'mixed bfloat16', '16': 'mixed float16'}[precision]
-      rows.append((name, [compare(results[precision, i, 0][net], results['32', i, 0][net])
-                          for i in range(n)],
+      grads = [results[precision, i, 0][net] for i in range(n)]
+      rows.append((name, [compare(g, r) for g, r in zip(grads, reference)],
+                   correlation([g - r for g, r in zip(grads, reference)]),
                    [np.mean([losses[p, i][net] for i in range(n)]) for p in (precision, '32')]))
-    for name, values, loss in rows:
+    for name, values, corr, loss in rows:
       cos, rel = np.mean(values, 0)
       table.append({'net': net, 'compared': name, 'cosine': float(cos), 'relative': float(rel),
+                    'correlation': corr,
                     'loss': None if loss is None else float(loss[0]),
                     'loss_float32': None if loss is None else float(loss[1])})
       loss = '' if loss is None else f'{loss[0]:.5g} ({loss[1]:.5g})'
-      print(f'| {net} | {name} | {cos:.4f} | {rel:.3g} | {loss} |')
+      corr = '' if corr is None else f'{corr:.2f}'
+      print(f'| {net} | {name} | {cos:.4f} | {rel:.3g} | {corr} | {loss} |')
   if args.json:
     import json
     from dreamerv2_tf.files import write_text_atomic

@@ -1,4 +1,5 @@
 """Use a trained agent: evaluate a run, export its policy, act with it outside this package."""
+import importlib.util
 import json
 import os
 import pathlib
@@ -171,6 +172,25 @@ def test_precision_check_compares_each_precision_on_the_runs_own_weights(run, tm
       # (the actor's loss is a small difference of terms, so its rounding shows more).
       tol = 0.01 if net == 'model' else 0.05
       assert abs(row['loss'] - row['loss_float32']) <= tol * abs(row['loss_float32']), row
+    # Whether a difference repeats across batches; not defined between batches.
+    assert rows[net, 'float32, the next batch']['correlation'] is None
+    for compared in ('float32, other sampling noise', 'mixed bfloat16', 'mixed float16'):
+      assert -1 <= rows[net, compared]['correlation'] <= 1, (net, compared)
+
+
+def test_precision_check_correlation_tells_a_bias_from_noise():
+  spec = importlib.util.spec_from_file_location('precision_check',
+                                                ROOT / 'scripts' / 'precision_check.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  rng = np.random.default_rng(0)
+  bias = rng.normal(size=10_000)
+  noise = [rng.normal(size=10_000) for _ in range(4)]
+  # The same error every batch (plus a little noise) is a bias; independent errors are not.
+  assert module.correlation([bias + 0.1 * e for e in noise]) > 0.98
+  assert abs(module.correlation(noise)) < 0.05
+  assert abs(module.correlation(noise[:2])) < 0.05  # One pair for two batches.
+  assert module.correlation([bias, -bias]) == pytest.approx(-1)
 
 
 def test_precision_check_bad_input_is_a_one_line_error(run):
