@@ -102,6 +102,7 @@ def train(args) -> None:
   from ruamel.yaml import YAML
   with open(logdir / 'config.yaml', 'w') as f:  # (The paper's `save` needs an older ruamel.)
     YAML(typ='safe', pure=True).dump(json.loads(json.dumps(dict(config))), f)
+  tf.config.run_functions_eagerly(not config.jit)
   np.random.seed(args.seed)
   tf.random.set_seed(args.seed)
   if config.precision == 16:
