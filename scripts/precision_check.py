@@ -101,7 +101,7 @@ def correlation(diffs) -> float:
   pairs = [(diffs[i], diffs[i + 1]) for i in range(len(diffs) - 1)]
   if len(diffs) > 2:
     pairs.append((diffs[-1], diffs[0]))
-  return float(np.mean([a @ b / (np.linalg.norm(a) * np.linalg.norm(b)) for a, b in pairs]))
+  return float(np.mean([compare(a, b)[0] for a, b in pairs]))
 
 
 def main(argv=None):

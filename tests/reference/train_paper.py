@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import pickle
 import signal
@@ -43,6 +42,7 @@ import sys
 
 import numpy as np
 
+from dreamerv2_tf.files import write_atomic, write_text_atomic
 from tests.reference.paper import import_reference
 
 
@@ -85,12 +85,6 @@ def make_config(common, folder: pathlib.Path, args) -> object:
     config = config.update(configs[name])
   return config.update({'task': args.task, 'logdir': str(args.logdir), 'steps': args.steps,
                         'precision': args.precision, 'seed': args.seed})
-
-
-def _write_atomic(path: pathlib.Path, write) -> None:
-  tmp = path.with_name(path.name + '.tmp')
-  write(tmp)
-  os.replace(tmp, path)
 
 
 def train(args) -> None:
@@ -198,10 +192,12 @@ def train(args) -> None:
     every, steps = int(config.eval_every), int(config.steps)
 
     def save():
-      _write_atomic(logdir / 'optimizers.pkl', lambda p: p.write_bytes(
-          pickle.dumps([v.numpy() for v in slots])))
-      _write_atomic(logdir / 'variables.pkl', agnt.save)
-      _write_atomic(schedule_path, lambda p: p.write_text(json.dumps({'evaluated': evaluated})))
+      write_atomic(logdir / 'optimizers.pkl',
+                   lambda f: pickle.dump([v.numpy() for v in slots], f))
+      # The format of the paper's `save` (which its `load` reads), written atomically.
+      write_atomic(logdir / 'variables.pkl', lambda f: pickle.dump(
+          tf.nest.map_structure(lambda v: v.numpy(), agnt.variables), f))
+      write_text_atomic(schedule_path, json.dumps({'evaluated': evaluated}))
 
     try:
       while int(step) < steps:
