@@ -8,6 +8,7 @@ has to learn from imagined rewards: nothing here can be solved by the critic alo
 """
 import gymnasium as gym
 import numpy as np
+import pandas
 import pytest
 
 import tensorflow as tf
@@ -63,16 +64,16 @@ class EdgeNoise(noise.Noise):
     return tf.where(u > 0.99, 1 - 2.0 ** -24, u)
 
 
-def train_on(env_cls, logdir, precision: str, steps: int):
-  """Trains the debug preset, with the learning tests' settings, on `env_cls`; the metrics."""
+def train_on(env_cls, logdir, precision: str, steps: int, seed: int = 0, extra: tuple = ()):
+  """Trains the debug preset, with the learning tests' settings (and `extra` flags), on
+  `env_cls`; the metrics."""
   config = dreamerv2_tf.load_config(['debug'], [
-      '--precision', precision, '--logdir', str(logdir), '--seed', '0', '--steps', str(steps),
+      '--precision', precision, '--logdir', str(logdir), '--seed', str(seed), '--steps', str(steps),
       '--prefill', '500', '--eval_every', '1000', '--eval_eps', '10', '--log_every', '500',
       '--time_limit', '0', '--train_every', '5', '--dataset.length', '16', '--dataset.batch', '8',
       '--replay.minlen', '16', '--replay.maxlen', '16', '--model_opt.lr', '1e-3',
-      '--actor_opt.lr', '1e-3', '--critic_opt.lr', '1e-3', '--discount', '0.9'])
+      '--actor_opt.lr', '1e-3', '--critic_opt.lr', '1e-3', '--discount', '0.9', *extra])
   dreamerv2_tf.train(env_cls(), config, eval_env=env_cls())
-  import pandas
   return pandas.read_json(logdir / 'metrics.jsonl', lines=True)
 
 
@@ -96,16 +97,32 @@ def test_dreamer_learns_continuous_actions_through_edge_draws(tmp_path, monkeypa
   # sampler's edge draws forced: before the fix the first saturated mean met at a draw of 0
   # turned the sample, then the gradients, then every weight into NaN.
   monkeypatch.setattr(agent, 'Noise', EdgeNoise)
-  metrics = train_on(ContinuousCueEnv, tmp_path, '32', 4000)
-  evals = metrics.dropna(subset=['eval_return'])
-  first, last = evals['eval_return'].iloc[0], evals['eval_return'].iloc[-2:].mean()
-  # The first evaluation acts with the untrained mode (about 0); measured here: -0.1 at 500
-  # steps, then 12.1, 13.3, 13.0 (of 20) from 1,500 steps on.
-  # Losses are logged, finite, up to the end of the run, and no update was skipped.
-  losses = metrics.dropna(subset=['model_loss'])
-  assert np.isfinite(losses[['model_loss', 'actor_loss', 'critic_loss']].to_numpy()).all()
-  assert losses['step'].max() >= metrics['step'].max() - 500  # The last log period.
-  for key in metrics.columns[metrics.columns.str.endswith('skipped_steps')]:
-    assert (metrics[key].fillna(0) == 0).all(), key
-  assert abs(first) < 5, evals[['step', 'eval_return']]
-  assert last >= 10, evals[['step', 'eval_return']]
+  # A seed can stay stuck near 0: the actor, pulled by a critic that knows nothing yet, shrinks
+  # its std to the floor before the reward model has learned the cue, and the data then says
+  # little about the action. Measured (float32, EdgeNoise): 3 of 14 seeds at actor lr 1e-3 and
+  # 4,000 steps (and seed 0 once in CI); 1 of 16 at lr 3e-4 and 6,000 steps, which this test
+  # uses, and whose stuck seed still scored 13.4 at 5,500. (A strong early entropy bonus did
+  # no better.) So up to three seeds: every one must stay finite, one must learn; with
+  # independent seeds all three stay stuck about once in 4,000 runs. Broken dynamics
+  # backprop or a NaN fails all three.
+  tried = []
+  for seed in range(3):
+    metrics = train_on(ContinuousCueEnv, tmp_path / f'seed{seed}', '32', 6000, seed,
+                       ('--actor_opt.lr', '3e-4'))
+    # Losses are logged, finite, up to the end of the run, and no update was skipped.
+    losses = metrics.dropna(subset=['model_loss'])
+    assert np.isfinite(losses[['model_loss', 'actor_loss', 'critic_loss']].to_numpy()).all()
+    assert losses['step'].max() >= metrics['step'].max() - 500  # The last log period.
+    for key in metrics.columns[metrics.columns.str.endswith('skipped_steps')]:
+      assert (metrics[key].fillna(0) == 0).all(), key
+    evals = metrics.dropna(subset=['eval_return'])
+    first, last = evals['eval_return'].iloc[0], evals['eval_return'].iloc[-2:].mean()
+    # The first evaluation acts with the untrained mode (about 0); the mean of the last two, at
+    # 4,500 and 5,500 steps, was 13.7-16.7 (of 20) in the 15 seeds that learned.
+    assert abs(first) < 5, evals[['step', 'eval_return']]
+    tried.append(evals[['step', 'eval_return']].assign(seed=seed))
+    if last >= 10:
+      # Its std reached the floor (entropy about -1.57), where edge draws used to give NaN.
+      assert metrics['actor_ent'].dropna().min() < -1.4, metrics['actor_ent'].dropna()
+      return
+  raise AssertionError(f'no seed learned:\n{pandas.concat(tried)}')
