@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from ruamel.yaml import YAML
 
+from dreamerv2_tf.logger import read_metrics
 from dreamerv2_tf.reference_scores import REFERENCE, gamer_normalized, record_normalized
 
 __all__ = ['CompareError', 'Run', 'find_runs', 'bin_curve', 'combine', 'paper_at', 'load_scores',
@@ -120,24 +121,14 @@ def _read_metrics(path: Path, keys: Sequence[str],
                   warn: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray, float]:
   """(frames, values) of the rows that hold one of `keys`, and the last frame of any row; rows
   superseded by a later start of the loop (logger.py) are left out."""
-  steps, values, bad, last = [], [], [], 0.0
+  steps, values, last = [], [], 0.0
   evaluation = all(k.startswith('eval_') for k in keys)  # Evaluations are redone, not resumed.
   try:
-    text = path.read_text(errors='replace')
+    rows, bad = read_metrics(path)
   except OSError as e:
     warn(f'{path}: cannot read ({e.strerror}); the run has no evaluations')
     return np.zeros(0), np.zeros(0), 0.0
-  for number, line in enumerate(text.splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except ValueError:  # e.g. the half-written last line of a running job
-      bad.append(number)
-      continue
-    if not isinstance(record, dict):
-      bad.append(number)
-      continue
+  for number, record in rows:
     if record.get('started') is True and _number(record.get('step')):
       # A start of the loop (logger.py): what an earlier process logged past its checkpoint's
       # frame, and evaluations the checkpoint does not record as finished, are logged again.
@@ -159,6 +150,7 @@ def _read_metrics(path: Path, keys: Sequence[str],
       else:
         bad.append(number)
   if bad:
+    bad.sort()
     shown = ', '.join(map(str, bad[:5])) + (', ...' if len(bad) > 5 else '')
     warn(f'{path}: skipped {len(bad)} unreadable line(s): {shown}')
   return np.array(steps), np.array(values), last

@@ -165,6 +165,27 @@ class Logger:
         raise WriteError.of(self.logdir, e, 'TensorBoard events in') from e
 
 
+
+def read_metrics(path: str | os.PathLike) -> tuple[list[tuple[int, dict]], list[int]]:
+  """The rows of a metrics.jsonl as (line number, record), and the numbers of the lines that
+  are not a JSON object (e.g. the half-written last line of a killed run). Raises OSError when
+  the file cannot be read."""
+  with open(path, errors='replace') as f:
+    lines = f.read().splitlines()
+  rows, bad = [], []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError:
+      record = None
+    if isinstance(record, dict):
+      rows.append((number, record))
+    else:
+      bad.append(number)
+  return rows, bad
+
 def _fmt(value: float) -> str:
   if not math.isfinite(value):
     return str(value)  # nan, inf, -inf

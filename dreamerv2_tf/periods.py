@@ -14,8 +14,9 @@ A run stopped during an evaluation does that evaluation again when it resumes.
 """
 from __future__ import annotations
 
-import json
 import os
+
+from dreamerv2_tf.logger import read_metrics
 
 
 class Every:
@@ -84,17 +85,11 @@ def logged_evaluations(metrics: str | os.PathLike, action_repeat: int) -> list[i
   """Agent steps of the evaluations that a run's metrics.jsonl logged (rows with an
   `eval_return`, null included: an evaluation whose returns were not finite)."""
   try:
-    with open(metrics, errors='replace') as f:
-      lines = f.read().splitlines()
+    rows, _ = read_metrics(metrics)
   except OSError:
     return []
   steps = []
-  for line in lines:
-    try:
-      record = json.loads(line)
-    except ValueError:  # A half-written line of a killed run.
-      continue
-    if isinstance(record, dict) and 'eval_return' in record \
-        and isinstance(record.get('step'), (int, float)):
+  for _, record in rows:
+    if 'eval_return' in record and isinstance(record.get('step'), (int, float)):
       steps.append(int(record['step']) // action_repeat)
   return steps
