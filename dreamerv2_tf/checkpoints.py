@@ -23,7 +23,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import tensorflow as tf
 
-from dreamerv2_tf.config import RunError
+from dreamerv2_tf.errors import RunError
 from dreamerv2_tf.files import WriteError
 
 MAX_TO_KEEP = 3

@@ -11,12 +11,14 @@ import difflib
 import io
 import os
 import re
-import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ruamel.yaml import YAML, YAMLError
+
+from dreamerv2_tf.errors import ConfigError, RunError, main_guard, short  # noqa: F401 (re-exported)
+from dreamerv2_tf.schedule import SCHEDULE_KEYS, parse_schedule  # noqa: F401 (re-exported)
 
 # Key regex (full match) -> allowed values, compared and stored as strings.
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -48,31 +50,7 @@ RANGES: dict[str, tuple[float, float | None]] = {
     r'rssm\.discrete': (0, None),  # 0 selects Gaussian latents (the paper's ablation).
     r'skip_limit': (0, None),  # 0: never stop for skipped updates.
 }
-SCHEDULE_KEYS = ('actor_ent', 'actor_grad_mix')
-_NUM = r'\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*'
-# Schedule form -> regex (full match) whose groups are the numeric arguments.
-SCHEDULE_RE: dict[str, re.Pattern[str]] = {
-    'const': re.compile(_NUM),
-    'linear': re.compile(rf'\s*linear\({_NUM},{_NUM},{_NUM}\)\s*'),
-    'warmup': re.compile(rf'\s*warmup\({_NUM},{_NUM}\)\s*'),
-    'exp': re.compile(rf'\s*exp\({_NUM},{_NUM},{_NUM}\)\s*'),
-}
 _PLAIN_KEY = re.compile(r'[A-Za-z_]\w*(\.[A-Za-z_]\w*)*')  # anything else is a key regex
-_T = TypeVar('_T')
-
-
-class ConfigError(ValueError):
-  """Bad configuration input; the message is one line naming the key and what is allowed."""
-
-
-class RunError(RuntimeError):
-  """A run that cannot go on (diverged, bad env data, logdir in use, a failed write); the
-  message is one line saying what happened and what to do (see docs/failures.md)."""
-
-
-def _short(value: Any) -> str:
-  text = repr(value)  # repr escapes newlines, which keeps messages on one line
-  return text if len(text) <= 80 else text[:77] + '...'
 
 
 def _yaml() -> YAML:
@@ -80,29 +58,6 @@ def _yaml() -> YAML:
   yaml.default_flow_style = None  # lists inline, mappings as blocks
   yaml.sort_base_mapping_type_on_output = False  # keep the defaults' key order
   return yaml
-
-
-def parse_schedule(value: str | float, key: str = 'schedule') -> tuple:
-  """Parse a schedule into ('const', v), ('linear', a, b, n), ('warmup', n, v) or
-  ('exp', a, b, halflife); n is a positive int, the rest are floats. Raises ConfigError."""
-  if isinstance(value, (int, float)) and not isinstance(value, bool):
-    return ('const', float(value))
-  match = form = None
-  for form, regex in SCHEDULE_RE.items():
-    if isinstance(value, str) and (match := regex.fullmatch(value)):
-      break
-  if not match:
-    raise ConfigError(f'config key {key!r} got {_short(value)}; expected a number, '
-                      'linear(a,b,n), warmup(n,v) or exp(a,b,halflife)')
-  args = [float(x) for x in match.groups()]
-  if form == 'const':
-    return ('const', args[0])
-  steps = args[0] if form == 'warmup' else args[2]
-  if steps <= 0 or (form != 'exp' and not steps.is_integer()):  # they divide by it
-    raise ConfigError(f'config key {key!r}: {value.strip()!r} needs a positive step count')
-  if form == 'warmup':
-    return ('warmup', int(args[0]), args[1])
-  return (form, args[0], args[1], int(args[2]) if form == 'linear' else args[2])
 
 
 def _type_name(default: Any) -> str:
@@ -151,7 +106,7 @@ def _coerce(key: str, value: Any, default: Any, cli: bool = False, where: str = 
   if not ok:
     expected = f'one of {", ".join(choices)}' if choices else _type_name(default)
     hint = " (quote numbers in YAML: '1e-3')" if isinstance(default, str) and number else ''
-    raise ConfigError(f'{where}config key {key!r} expects {expected}, got {_short(raw)} '
+    raise ConfigError(f'{where}config key {key!r} expects {expected}, got {short(raw)} '
                       f'({kind}){hint}')
   return value
 
@@ -260,7 +215,7 @@ class Config(Mapping):
   def update(self, overrides: Mapping[str, Any]) -> Config:
     """A new Config with overrides (dotted, nested or regex keys) type-checked and applied."""
     if not isinstance(overrides, Mapping):
-      raise ConfigError(f'update() expects a mapping, got {_short(overrides)}')
+      raise ConfigError(f'update() expects a mapping, got {short(overrides)}')
     config = self._apply(_flatten(overrides), cli=False, where='update(): ')
     changed = {k: v for k, v in config._data.items() if v != self._data[k]}
     _validate(changed, self._prefix)  # only these: a sub-Config lacks context for the rest
@@ -429,17 +384,3 @@ def load_config(presets: str | Sequence[str] = (), argv: Sequence[str] = (),
   config = config._apply(overrides, True, 'command line: ')
   _validate(config._data, '')  # once at the end: presets may pass through odd values
   return config
-
-
-def main_guard(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-  """Run a CLI entry point, fn(*args, **kwargs); a ConfigError becomes `error: <message>` on
-  stderr and exit status 2 (a RunError: status 1), without a traceback."""
-  try:
-    return fn(*args, **kwargs)
-  except ConfigError as e:
-    print(f'error: {e}', file=sys.stderr)
-    raise SystemExit(2) from None
-  except RunError as e:
-    print(f'error: {e}', file=sys.stderr)
-    raise SystemExit(1) from None
-

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 import tensorflow as tf
 
-from dreamerv2_tf.config import ConfigError
+from dreamerv2_tf.errors import ConfigError
 
 STRATEGIES = ('default', 'mirrored', 'multi_worker')
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Mapping
 
-from dreamerv2_tf.config import RunError
+from dreamerv2_tf.errors import RunError
 
 SUFFIX = '_skipped_steps'
 

@@ -26,7 +26,7 @@ import tempfile
 import gymnasium as gym
 import tensorflow as tf
 
-from dreamerv2_tf.config import ConfigError
+from dreamerv2_tf.errors import ConfigError
 
 DATA_SKIP = ('reward', 'is_first', 'is_last', 'is_terminal')
 

@@ -11,7 +11,7 @@ import re
 import tempfile
 from typing import Any, BinaryIO, Callable
 
-from dreamerv2_tf.config import RunError
+from dreamerv2_tf.errors import RunError
 
 
 class WriteError(RunError, OSError):

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from dreamerv2_tf.config import RunError
+from dreamerv2_tf.errors import RunError
 
 MODES = ('error', 'drop')
 

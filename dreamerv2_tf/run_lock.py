@@ -19,7 +19,7 @@ import pathlib
 import socket
 import sys
 
-from dreamerv2_tf.config import RunError
+from dreamerv2_tf.errors import RunError
 
 NAME = 'run.lock'
 

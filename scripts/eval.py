@@ -13,7 +13,7 @@ import sys
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from dreamerv2_tf.config import main_guard  # noqa: E402
+from dreamerv2_tf.errors import main_guard  # noqa: E402
 
 
 def main(argv=None):

@@ -31,7 +31,7 @@ import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
-from dreamerv2_tf.config import main_guard  # noqa: E402
+from dreamerv2_tf.errors import main_guard  # noqa: E402
 
 NETS = ('model', 'actor', 'critic')
 

@@ -178,7 +178,7 @@ def make_envs(env: Any, config: Any, mode: str, count: int, worker: int = 0) -> 
   envs_parallel `auto` runs DeepMind Control in worker processes: MuJoCo's EGL renderer
   crashes (SIGSEGV) when it creates its context in a process that has loaded TensorFlow.
   """
-  from dreamerv2_tf.config import ConfigError
+  from dreamerv2_tf.errors import ConfigError
   if env is None:
     how = config.envs_parallel
     if how == 'auto':
