@@ -41,10 +41,10 @@ class RunEstimate:
 
   def __init__(self, total_steps: float, action_repeat: int, cpu: bool,
                measure_updates: int = 5, min_seconds: float = 2.0,
-               stream: TextIO = sys.stdout, clock: Callable[[], float] = time.perf_counter):
+               stream: TextIO | None = None, clock: Callable[[], float] = time.perf_counter):
     self.total_steps, self.action_repeat, self.cpu = float(total_steps), action_repeat, cpu
     self.measure_updates, self.min_seconds = measure_updates, min_seconds
-    self.stream, self.clock = stream, clock
+    self.stream, self.clock = stream or sys.stdout, clock
     self.updates, self.start, self.done = 0, None, not cpu
 
   def update(self, step: int) -> None:

@@ -46,11 +46,11 @@ class Logger:
   """
 
   def __init__(self, logdir: str | pathlib.Path | None, multiplier: int = 1,
-               tensorboard: bool = True, total_frames: float | None = None, stream=sys.stdout):
+               tensorboard: bool = True, total_frames: float | None = None, stream=None):
     self.logdir = pathlib.Path(logdir) if logdir is not None else None
     self.multiplier = multiplier
     self.total_frames = total_frames
-    self.stream = stream
+    self.stream = stream or sys.stdout  # At call time: contextlib.redirect_stdout applies.
     self._scalars: dict[str, float] = {}
     self._means: dict[str, list] = {}
     self._videos: dict[str, np.ndarray] = {}
@@ -233,8 +233,8 @@ def encode_gif(video: np.ndarray, fps: int = 16) -> bytes:
 class Progress:
   """A one-line progress bar for long phases (prefill, evaluation) on a terminal stream."""
 
-  def __init__(self, label: str, total: int, stream=sys.stdout):
-    self.label, self.total, self.stream = label, max(int(total), 1), stream
+  def __init__(self, label: str, total: int, stream=None):
+    self.label, self.total, self.stream = label, max(int(total), 1), stream or sys.stdout
     self._start, self._shown = time.time(), -1
 
   def update(self, done: int) -> None:
