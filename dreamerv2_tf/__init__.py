@@ -7,7 +7,11 @@ Public API:
   agent.train(batch) -> dict of float metrics
   agent.policy(obs, state=None, mode='train') -> (outputs, state)
 """
-from dreamerv2_tf.config import Config, ConfigError, load_config
+from dreamerv2_tf import onednn
+
+onednn.enable()  # Before anything imports TensorFlow: it reads the switch once, at import.
+
+from dreamerv2_tf.config import Config, ConfigError, load_config  # noqa: E402
 
 __version__ = '0.1.0'
 __all__ = ['Agent', 'Config', 'ConfigError', 'load_config', 'train']

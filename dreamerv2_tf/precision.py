@@ -45,7 +45,8 @@ def machine() -> dict:
     pass
   return {'cpu': cpu, 'cpus': os.cpu_count(),
           'extensions': [x for x in ('avx512_bf16', 'amx_bf16', 'amx_tile') if x in flags],
-          'gpu': has_gpu(), 'tensorflow': tf.__version__}
+          'gpu': has_gpu(), 'tensorflow': tf.__version__,
+          'TF_ENABLE_ONEDNN_OPTS': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}
 
 
 def auto_precision() -> tuple[str, str]:

@@ -41,6 +41,8 @@ def parse(argv):
   parser.add_argument('--policy-steps', type=int, default=200)
   parser.add_argument('--image', default='64,64,1', help='image shape H,W,C')
   parser.add_argument('--actions', type=int, default=6)
+  parser.add_argument('--continuous', action='store_true',
+                      help='continuous actions in [-1, 1] (the DMC presets), not one-hot')
   parser.add_argument('--also', action='append', default=[], metavar='KEY=VALUE[,KEY=VALUE]',
                       help='also benchmark every variant with these config overrides')
   parser.add_argument('--out', default='', help='also write the JSON here')
@@ -161,11 +163,12 @@ def main(argv=None):
   from dreamerv2_tf.synthetic import make_batch, make_spaces
   tf.random.set_seed(config.seed)
   image = tuple(int(x) for x in args.image.split(','))
-  spaces = make_spaces(image=image, actions=args.actions)
+  spaces = make_spaces(image=image, actions=args.actions, continuous=args.continuous)
   batch = make_batch(*spaces, batch=config.dataset.batch, length=config.dataset.length,
                      seed=config.seed)
   result = {
       'configs': args.configs, 'overrides': rest, 'image': list(image), 'actions': args.actions,
+      'continuous': args.continuous,
       'batch': [config.dataset.batch, config.dataset.length],
       'machine': precision.machine(),
       'matmul_peak_gflops': {'float32': round(matmul_peak(tf, tf.float32), 1),

@@ -1,4 +1,9 @@
-"""The fast acting path: the policy under XLA, its concrete-function cache, and `policy_xla`."""
+"""The fast paths: the policy under XLA, its concrete-function cache, `policy_xla`, oneDNN."""
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -163,3 +168,25 @@ def test_xla_train_step_matches_the_plain_step(tmp_path):
     assert abs(value - metrics['xla'][key]) <= 1e-4 * max(1.0, abs(value)), key
   for a, b in zip(plain.weights_, xla.weights_):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+
+
+def _run_python(code: str, **env) -> str:
+  environ = {k: v for k, v in os.environ.items() if k != 'TF_ENABLE_ONEDNN_OPTS'}
+  result = subprocess.run([sys.executable, '-c', code], env={**environ, **env},
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return result.stdout.strip()
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ('x86_64', 'amd64'), reason='x86 only')
+def test_importing_the_package_first_runs_tensorflow_on_onednn_kernels():
+  # TensorFlow leaves oneDNN off on x86 CPUs without AVX-512 VNNI/BF16 or AMX (its Eigen
+  # convolution gradients made the paper's dmc_vision step 3x slower on an AVX2 EPYC).
+  probe = ('import os, dreamerv2_tf, tensorflow\n'
+           'from tensorflow.python.util import _pywrap_util_port as port\n'
+           'print(os.environ.get("TF_ENABLE_ONEDNN_OPTS"), port.IsMklEnabled())')
+  assert _run_python(probe) == '1 True'
+  assert _run_python(probe, TF_ENABLE_ONEDNN_OPTS='0') == '0 False'  # The user's choice wins.
+  # TensorFlow imported first has read the switch already: the package leaves it alone.
+  late = 'import os, tensorflow, dreamerv2_tf; print(os.environ.get("TF_ENABLE_ONEDNN_OPTS"))'
+  assert _run_python(late) == 'None'

@@ -38,6 +38,8 @@ INSTALL = 'pip install --no-deps dreamerv2==2.2.0'
 def import_reference():
   """Imports the paper's `agent` and `common` modules; one-line ImportError if not installed."""
   os.environ['TF_USE_LEGACY_KERAS'] = '1'
+  from dreamerv2_tf import onednn
+  onednn.enable()  # The kernels this port gets, so that the two are compared alike.
   if 'tensorflow' in sys.modules and 'keras' in sys.modules and 'tf_keras' not in sys.modules:
     raise RuntimeError('the paper code needs a process whose TensorFlow was imported with '
                        'TF_USE_LEGACY_KERAS=1')

@@ -27,7 +27,8 @@ What differs from the paper's `train.py`, none of it inside the agent:
   episode (the paper's script counts steps from them) and evaluates where the run would have
   without the stop. The paper's script saves after each evaluation period only and evaluates
   again on every resume. A stop during the random-agent episode after prefill skips it (as the
-  paper's script would);
+  paper's script would); a stop during the pretraining updates comes before any save, so the
+  resume runs them again;
 - no report videos (open-loop predictions) and no TensorBoard output; the run stops at `--steps`
   (the paper's loop finishes its last evaluation period); numpy and TensorFlow are seeded.
 """
@@ -170,6 +171,7 @@ def train(args) -> None:
     else:
       print(f'Pretrain: {int(config.pretrain)} updates.', flush=True)
       for _ in range(int(config.pretrain)):
+        check_stop()  # Else a stop waits for every pretraining update (20 min on an AVX2 CPU).
         train_agent(next(dataset))
 
     should_train, should_log = common.Every(config.train_every), common.Every(config.log_every)
@@ -213,9 +215,9 @@ def train(args) -> None:
       save()
       print(f'Stopped by {stop["signal"]} at {int(step) * config.action_repeat:,} frames; rerun '
             'the same command to resume.', flush=True)
-  except _Stopped:  # During prefill: the stored episodes are the state.
-    print(f'Stopped by {stop["signal"]} during prefill; rerun the same command to resume.',
-          flush=True)
+  except _Stopped:  # During prefill or pretraining: the stored episodes are the state.
+    print(f'Stopped by {stop["signal"]} before the first evaluation; rerun the same command to '
+          'resume (the pretraining updates run again).', flush=True)
   finally:
     for env in envs:
       env.close()

@@ -1,0 +1,28 @@
+"""oneDNN kernels on every x86 CPU, not only the ones TensorFlow turns them on for.
+
+TensorFlow's x86 build runs convolutions and matmuls through oneDNN by default only on CPUs with
+AVX-512 VNNI, AVX-512 BF16 or AMX; on others (AVX2 machines: many laptops and cloud VMs) it uses
+its Eigen kernels, whose convolution gradients are slow. On a 2-core AVX2 AMD EPYC a `dmc_vision`
+float32 train step measured faster with oneDNN, and the paper's own code far more so
+(docs/performance.md). The switch is TensorFlow's documented environment variable
+`TF_ENABLE_ONEDNN_OPTS`, read once when TensorFlow is imported: importing `dreamerv2_tf` before
+`tensorflow` sets it unless it is set already; `TF_ENABLE_ONEDNN_OPTS=0` keeps Eigen.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+VARIABLE = 'TF_ENABLE_ONEDNN_OPTS'
+
+
+def enable() -> bool:
+  """Sets `TF_ENABLE_ONEDNN_OPTS=1` on x86 unless it is set or TensorFlow is already imported.
+
+  Returns whether oneDNN is asked for (by this call or by the environment)."""
+  if platform.machine().lower() not in ('x86_64', 'amd64'):
+    return os.environ.get(VARIABLE) == '1'  # ARM: TensorFlow's own default (oneDNN with ACL).
+  if 'tensorflow' not in sys.modules:
+    os.environ.setdefault(VARIABLE, '1')
+  return os.environ.get(VARIABLE) == '1'
