@@ -17,12 +17,8 @@ import sys
 VARIABLE = 'TF_ENABLE_ONEDNN_OPTS'
 
 
-def enable() -> bool:
-  """Sets `TF_ENABLE_ONEDNN_OPTS=1` on x86 unless it is set or TensorFlow is already imported.
-
-  Returns whether oneDNN is asked for (by this call or by the environment)."""
-  if platform.machine().lower() not in ('x86_64', 'amd64'):
-    return os.environ.get(VARIABLE) == '1'  # ARM: TensorFlow's own default (oneDNN with ACL).
-  if 'tensorflow' not in sys.modules:
+def enable() -> None:
+  """Sets `TF_ENABLE_ONEDNN_OPTS=1` on x86 unless it is set or TensorFlow is already imported
+  (ARM keeps TensorFlow's own default, oneDNN with ACL)."""
+  if platform.machine().lower() in ('x86_64', 'amd64') and 'tensorflow' not in sys.modules:
     os.environ.setdefault(VARIABLE, '1')
-  return os.environ.get(VARIABLE) == '1'

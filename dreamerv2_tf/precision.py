@@ -11,6 +11,8 @@ import warnings
 
 import tensorflow as tf
 
+from dreamerv2_tf import onednn
+
 POLICIES = {'32': 'float32', '16': 'mixed_float16', 'bf16': 'mixed_bfloat16'}
 
 
@@ -46,7 +48,7 @@ def machine() -> dict:
   return {'cpu': cpu, 'cpus': os.cpu_count(),
           'extensions': [x for x in ('avx512_bf16', 'amx_bf16', 'amx_tile') if x in flags],
           'gpu': has_gpu(), 'tensorflow': tf.__version__,
-          'TF_ENABLE_ONEDNN_OPTS': os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}
+          onednn.VARIABLE: os.environ.get(onednn.VARIABLE, 'unset')}
 
 
 def auto_precision() -> tuple[str, str]:
