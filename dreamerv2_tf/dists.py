@@ -144,6 +144,16 @@ class TruncNormalDist:
   Samples are reparameterised and kept a hair inside the bounds with a straight-through clip so
   `log_prob` of an action taken stays finite. Means must lie in [-1, 1] (the actor's tanh), so
   the standardised bounds satisfy `a <= 0 <= b`.
+
+  The gradient of a sample x = mean + std * z (z the standardised draw) in mean and std:
+
+  - `exact_grad=False` (the default, as the paper's code): TensorFlow's registered gradient of
+    its truncated-normal sampler, which TFP's `TruncatedNormal.sample` and so the paper's actor
+    use: dx/dmean = 1, dx/dstd = z, as if the bounds moved with mean and std. The published
+    curves were trained with it.
+  - `exact_grad=True`: the derivative with the bounds held at [-1, 1] (implicit
+    reparameterisation through the inverse CDF). Near a bound and at large std the two differ
+    several-fold; docs/parity.md has the measurements.
   """
 
   # Smallest tail mass inverted with ndtri. Float32 uniforms in [0, 1) are multiples of 2^-24,
@@ -152,8 +162,9 @@ class TruncNormalDist:
   # the lower bound. ndtri'(TAIL_MIN) = 5e10 keeps pathwise gradients far from overflow.
   TAIL_MIN = 1e-12
 
-  def __init__(self, mean: tf.Tensor, std: tf.Tensor, clip: float = 1e-6):
-    self._clip = clip
+  def __init__(self, mean: tf.Tensor, std: tf.Tensor, clip: float = 1e-6,
+               exact_grad: bool = False):
+    self._clip, self._exact_grad = clip, exact_grad
     self._mean, self._std = _f32(mean), _f32(std)
     self.dist = tfd.Independent(
         tfd.TruncatedNormal(self._mean, self._std, -1.0, 1.0), 1)
@@ -163,12 +174,16 @@ class TruncNormalDist:
     return x - tf.stop_gradient(x) + tf.stop_gradient(clipped)
 
   def sample(self, noise=None) -> tf.Tensor:
-    if noise is None:
-      return self._clipped(self.dist.sample())
-    return self._clipped(self._inverse_cdf(noise.uniform(dims(self._mean))))
+    """A sample; `noise` (noise.Noise or StepNoise) gives its uniform draw, else TensorFlow's RNG."""
+    shape = dims(self._mean)
+    u = noise.uniform(shape) if noise is not None else tf.random.uniform(shape)
+    z = self._inverse_cdf(u)
+    if not self._exact_grad:
+      z = tf.stop_gradient(z)  # TensorFlow's sampler gradient: d/dmean = 1, d/dstd = z.
+    return self._clipped(self._mean + self._std * z)
 
   def _inverse_cdf(self, u: tf.Tensor) -> tf.Tensor:
-    """The sample at uniform draws `u` in [0, 1): pathwise, differentiable in mean and std.
+    """The standardised sample z at uniform draws `u` in [0, 1), differentiable in mean and std.
 
     z = Phi^-1(Phi(a) + u (Phi(b) - Phi(a))) for the standardised bounds a, b. In float32 that
     CDF value rounds to 0 or 1 in the tails (Phi(-14) underflows, Phi(5.5) rounds to 1), where
@@ -184,7 +199,7 @@ class TruncNormalDist:
     # zero gradient to the unselected branch, which is NaN if that branch is infinite.
     lower = tf.where(p < self.TAIL_MIN, a, tf.math.ndtri(tf.clip_by_value(p, self.TAIL_MIN, 0.5)))
     upper = tf.where(q < self.TAIL_MIN, b, -tf.math.ndtri(tf.clip_by_value(q, self.TAIL_MIN, 0.5)))
-    return self._mean + self._std * tf.where(p <= q, lower, upper)
+    return tf.where(p <= q, lower, upper)
 
   def mode(self) -> tf.Tensor:
     # The density's peak, the mean clipped to the bounds (TFP's `mode`, which the paper's eval

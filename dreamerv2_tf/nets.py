@@ -76,7 +76,9 @@ class DistLayer(keras.layers.Layer):
   """Maps features to a distribution over a tensor of `shape`.
 
   dist: `mse` (unit Normal), `binary` (Bernoulli), `onehot` (straight-through categorical),
-  `normal`, `trunc_normal`, `tanh_normal` (learned std; actions in [-1, 1]).
+  `normal`, `trunc_normal`, `trunc_normal_exact`, `tanh_normal` (learned std; actions in
+  [-1, 1]; `trunc_normal` backpropagates through samples as the paper's code does,
+  `trunc_normal_exact` with the exact derivative: dists.TruncNormalDist).
   """
 
   def __init__(self, in_size: int, shape: Sequence[int], dist='mse', min_std=0.1, init_std=0.0,
@@ -90,11 +92,11 @@ class DistLayer(keras.layers.Layer):
     self._size = size
     self.out = built(layers.Dense(size, dtype=self.dtype_policy), (None, in_size))
     self.std = None
-    if dist in ('normal', 'trunc_normal', 'tanh_normal'):
+    if dist in ('normal', 'trunc_normal', 'trunc_normal_exact', 'tanh_normal'):
       self.std = built(layers.Dense(size, dtype=self.dtype_policy), (None, in_size))
     elif dist not in ('mse', 'binary', 'onehot'):
       raise ValueError(f'unknown dist {dist!r}; allowed: mse, binary, onehot, normal, '
-                       'trunc_normal, tanh_normal')
+                       'trunc_normal, trunc_normal_exact, tanh_normal')
     self.built = True
 
   @property
@@ -128,9 +130,10 @@ class DistLayer(keras.layers.Layer):
       mean = 5 * tf.tanh(out / 5)  # Keeps the pre-squash mean in a range tanh can still move.
       std = tf.nn.softplus(std + self._init_std) + self._min_std
       return dists.TanhNormalDist(mean, std)
-    # trunc_normal: the paper's continuous actor.
+    # trunc_normal(_exact): the paper's continuous actor.
     std = 2 * tf.sigmoid((std + self._init_std) / 2) + self._min_std
-    return dists.TruncNormalDist(tf.tanh(out), std)
+    return dists.TruncNormalDist(tf.tanh(out), std,
+                                 exact_grad=self._dist == 'trunc_normal_exact')
 
   def call(self, x):
     return self.dist(self.params(x))

@@ -11,7 +11,7 @@ import scipy.stats
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from dreamerv2_tf import dists
+from dreamerv2_tf import dists, nets
 from dreamerv2_tf.noise import Noise, StepNoise
 
 # The uniform draws that matter: exactly 0, the smallest step above it, the middle, and the
@@ -28,18 +28,19 @@ def _grid():
   return [tf.constant(x.reshape(-1, 1), tf.float32) for x in (mean, std, u)]
 
 
-def _sample_and_grads(mean, std, u):
+def _sample_and_grads(mean, std, u, exact_grad=True):
   mean, std = tf.Variable(mean), tf.Variable(std)
   with tf.GradientTape() as tape:
-    x = dists.TruncNormalDist(mean, std).sample(StepNoise(u))
+    x = dists.TruncNormalDist(mean, std, exact_grad=exact_grad).sample(StepNoise(u))
     # A loss that weighs every sample, as the dynamics-backprop actor loss does.
     loss = tf.reduce_sum(x * tf.range(1.0, 1.0 + x.shape[0])[:, None])
   return x.numpy(), [g.numpy() for g in tape.gradient(loss, [mean, std])]
 
 
-def test_trunc_normal_sample_is_finite_and_inside_at_every_edge_draw():
+@pytest.mark.parametrize('exact_grad', [True, False])
+def test_trunc_normal_sample_is_finite_and_inside_at_every_edge_draw(exact_grad):
   mean, std, u = _grid()
-  x, (dmean, dstd) = _sample_and_grads(mean, std, u)
+  x, (dmean, dstd) = _sample_and_grads(mean, std, u, exact_grad)
   bad = ~np.isfinite(x) | ~np.isfinite(dmean) | ~np.isfinite(dstd)
   assert not bad.any(), np.concatenate([mean, std, u], 1)[bad[:, 0]]
   assert np.all(np.abs(x) <= 1 - 1e-6 + 1e-7)
@@ -57,8 +58,8 @@ def test_trunc_normal_sample_is_monotone_in_the_draw():
       assert x[0] == pytest.approx(-1, abs=1e-5), (mean, std)
 
 
-def test_trunc_normal_pathwise_gradient_matches_finite_differences():
-  # d sample / d(mean, std) at fixed u: the implicit-reparameterisation gradient TFP uses.
+def test_trunc_normal_exact_pathwise_gradient_matches_finite_differences():
+  # d sample / d(mean, std) at fixed u and fixed bounds: implicit reparameterisation.
   mean, std = np.float64(0.7), np.float64(0.2)
   u = np.array([1e-6, 0.1, 0.5, 0.9, 1 - 1e-6])
   def inv(m, s):
@@ -69,13 +70,45 @@ def test_trunc_normal_pathwise_gradient_matches_finite_differences():
   want_s = (inv(mean, std + eps) - inv(mean, std - eps)) / (2 * eps)
   m, s = tf.Variable(tf.fill([5], np.float32(mean))), tf.Variable(tf.fill([5], np.float32(std)))
   with tf.GradientTape(persistent=True) as tape:
-    x = dists.TruncNormalDist(m, s).sample(StepNoise(tf.constant(u, tf.float32)))
+    x = dists.TruncNormalDist(m, s, exact_grad=True).sample(StepNoise(tf.constant(u, tf.float32)))
     xs = tf.unstack(x)
   got_m = np.array([tape.gradient(xi, m).numpy()[i] for i, xi in enumerate(xs)])
   got_s = np.array([tape.gradient(xi, s).numpy()[i] for i, xi in enumerate(xs)])
   np.testing.assert_allclose(x.numpy(), inv(mean, std), atol=2e-5)
   np.testing.assert_allclose(got_m, want_m, atol=2e-3, rtol=2e-3)
   np.testing.assert_allclose(got_s, want_s, atol=2e-3, rtol=2e-3)
+
+
+def test_trunc_normal_default_gradient_is_tensorflows_sampler_gradient_as_the_paper_takes():
+  # The paper's actor samples with TFP's TruncatedNormal, i.e. TensorFlow's
+  # StatelessParameterizedTruncatedNormal op, and backpropagates through the sample with that
+  # op's registered gradient. Ours, fed the uniform draw that gives the op's sample, must
+  # return the same sample and the same gradients in mean and std (nets.DistLayer's
+  # `trunc_normal`, the `auto` choice for continuous actions); `trunc_normal_exact` must not.
+  mean, std = np.meshgrid([-0.9, 0.0, 0.5, 0.99], [0.1, 0.5, 1.1, 2.0], indexing='ij')
+  mean = tf.Variable(np.repeat(mean.reshape(-1), 50).astype(np.float32))
+  std = tf.Variable(np.repeat(std.reshape(-1), 50).astype(np.float32))
+  weights = tf.constant(np.linspace(-1, 2, mean.shape[0]), tf.float32)  # Any loss of x.
+  with tf.GradientTape(persistent=True) as tape:
+    ref = tf.random.stateless_parameterized_truncated_normal(
+        mean.shape, [1, 2], mean, std, -1.0, 1.0)
+    loss_ref = tf.reduce_sum(weights * tf.sin(3 * ref))
+  want = tape.gradient(loss_ref, [mean, std])
+  phi = lambda v: scipy.stats.norm.cdf(np.float64(v))
+  m, s = mean.numpy(), std.numpy()
+  a, b = phi((-1 - m) / s), phi((1 - m) / s)
+  u = tf.constant((phi((ref.numpy() - m) / s) - a) / (b - a), tf.float32)
+  layer = lambda name: nets.DistLayer(1, [1], dist=name)
+  for name, exact in (('trunc_normal', False), ('trunc_normal_exact', True)):
+    dist = layer(name).dist(tf.zeros([1, 2]))  # Only the class and its flag are used.
+    assert dist._exact_grad is exact
+    with tf.GradientTape() as tape:
+      x = dists.TruncNormalDist(mean, std, exact_grad=exact).sample(StepNoise(u))
+      loss = tf.reduce_sum(weights * tf.sin(3 * x))
+    got = tape.gradient(loss, [mean, std])
+    np.testing.assert_allclose(x.numpy(), ref.numpy(), atol=2e-4)
+    close = [np.allclose(g.numpy(), w.numpy(), atol=2e-3, rtol=1e-3) for g, w in zip(got, want)]
+    assert close == ([False, False] if exact else [True, True]), (name, close)
 
 
 @pytest.mark.parametrize('mean,std', [

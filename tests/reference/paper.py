@@ -147,6 +147,9 @@ def reference_config(common, folder: pathlib.Path, ours: dict):
   if not ours.pop('rssm.gru_norm'):
     raise ValueError('rssm.gru_norm false has no counterpart in the paper code')
   ours.pop('encoder.fast_conv', None)
+  if ours.get('actor.dist') == 'trunc_normal_exact':
+    raise ValueError('actor.dist trunc_normal_exact has no counterpart in the paper code '
+                     '(its trunc_normal takes TensorFlow\'s sampler gradient)')
   ours.pop('decoder.fast_deconv', None)
   missing = sorted(k for k in ours if k not in flat)
   if missing:
@@ -164,6 +167,24 @@ def reference_config(common, folder: pathlib.Path, ours: dict):
       node = node.setdefault(part, {})
     node[leaf] = value
   return common.Config(nested)
+
+
+def load_weights(agnt, common, inputs) -> dict:
+  """Assigns our weights (`w/<name>` arrays of `inputs`) to the paper agent's built layers.
+
+  Returns the paper's variables by name; names and shapes must match one to one.
+  """
+  weights = variables(layer_map(agnt, common))
+  ours = {k[2:] for k in inputs.files if k.startswith('w/')}
+  if set(weights) != ours:
+    raise ValueError(f'layer names differ: ours only {sorted(ours - set(weights))}, '
+                     f'paper only {sorted(set(weights) - ours)}')
+  for name, var in weights.items():
+    value = inputs[f'w/{name}']
+    if tuple(var.shape) != value.shape:
+      raise ValueError(f'{name}: paper shape {tuple(var.shape)}, ours {value.shape}')
+    var.assign(value)
+  return weights
 
 
 def layer_map(agnt, common) -> dict:
@@ -225,16 +246,7 @@ def run(case_dir: pathlib.Path, adam: str = 'legacy') -> None:
     expl_paper.build(agnt, outs, data, config)
     if adam == 'legacy':
       expl_paper.legacy_adam(agnt, config, tf)
-  weights = variables(layer_map(agnt, common))
-  ours = {k[2:] for k in inputs.files if k.startswith('w/')}
-  if set(weights) != ours:
-    raise ValueError(f'layer names differ: ours only {sorted(ours - set(weights))}, '
-                     f'paper only {sorted(set(weights) - ours)}')
-  for name, var in weights.items():
-    value = inputs[f'w/{name}']
-    if tuple(var.shape) != value.shape:
-      raise ValueError(f'{name}: paper shape {tuple(var.shape)}, ours {value.shape}')
-    var.assign(value)
+  weights = load_weights(agnt, common, inputs)
   if expl:  # An exploration case compares the behaviour only.
     values = expl_paper.quantities(agnt, data, weights, tf)
   else:

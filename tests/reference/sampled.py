@@ -9,8 +9,10 @@ initialised at seed 0, float32) and the same posterior start states (ours, on a 
 64x64x3 images, 6 continuous actions), then each draws the imagined actor-critic loss `--draws`
 times with fresh samples and records the actor's gradient norm with the forward metrics. Rows:
 
-- `ours`: the train step's samples (`noise.Noise`: inverse-CDF actions, Gumbel-max latents);
-- `ours_tfp`: the same code with TFP's samplers (`sample()` without noise);
+- `ours`: the train step's samples (`noise.Noise`: inverse-CDF actions, Gumbel-max latents),
+  `actor.dist` `trunc_normal` (TensorFlow's gradient through a sample, as the paper's code);
+- `ours_rng`: the same with TensorFlow's RNG (`sample()` without noise; TFP's for latents);
+- `ours_exact`: `actor.dist` `trunc_normal_exact` (the exact gradient through a sample);
 - `paper`: the paper's code 2.2.0 (tf_keras, in its own process, as `paper.import_reference`).
 
 The spread across draws is the sampling noise; a gap between rows far beyond it is a
@@ -31,7 +33,18 @@ import numpy as np
 from tests.reference.cases import variables
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-METRICS = ('actor_grad_norm', 'actor_ent', 'critic_slow', 'critic_target', 'reward_mean')
+METRICS = ('actor_grad_norm', 'actor_ent', 'critic_slow', 'critic_target', 'reward_mean',
+           'latent_repeat')
+
+
+def latent_repeat(stoch, tf):
+  """Fraction of imagined latents (steps 2..H) whose class equals the previous step's.
+
+  Independent samples repeat with probability sum(p^2) (about 1/32 for near-uniform latents);
+  a random stream that redraws the same values repeats far more often.
+  """
+  index = tf.argmax(stoch, -1)
+  return tf.reduce_mean(tf.cast(tf.equal(index[2:], index[1:-1]), tf.float32))
 
 
 def _ours(workdir: pathlib.Path, configs: list[str], draws: int) -> None:
@@ -59,24 +72,38 @@ def _ours(workdir: pathlib.Path, configs: list[str], draws: int) -> None:
   post = {k: tf.constant(v) for k, v in start.items()}
   term = tf.constant(data['is_terminal'])
 
-  def draw_fn(with_noise: bool):
+  # The same weights with the exact gradient through the actor's samples.
+  keras.utils.set_random_seed(0)
+  exact = Agent(load_config(configs, ['--precision', '32', '--actor.dist', 'trunc_normal_exact']),
+                obs_space, act_space)
+  for name, var in variables(layer_map(exact)).items():
+    var.assign(weights[name])
+
+  def draw_fn(agent, with_noise: bool):
     @tf.function
     def draw(seed):
       with tf.GradientTape() as tape:
         actor_loss, _, metrics = agent.ac.loss(
             agent.wm, post, term, Noise(1, seed) if with_noise else None)
       grads = tape.gradient(actor_loss, agent.ac.actor.trainable_variables)
-      return {**metrics, 'actor_grad_norm': tf.linalg.global_norm(grads)}
+      # The loss's trajectories are not returned: the latents of another rollout.
+      seq = agent.wm.imagine(agent.ac.actor, post, term, agent.config.imag_horizon,
+                             Noise(2, seed) if with_noise else None)
+      return {**metrics, 'actor_grad_norm': tf.linalg.global_norm(grads),
+              'latent_repeat': latent_repeat(seq['stoch'], tf)}
     return lambda i: draw(tf.constant(i, tf.int64))
-  _record(draw_fn(True), workdir / 'ours.jsonl', draws)
-  _record(draw_fn(False), workdir / 'ours_tfp.jsonl', draws)
+  _record(draw_fn(agent, True), workdir / 'ours.jsonl', draws)
+  _record(draw_fn(agent, False), workdir / 'ours_rng.jsonl', draws)
+  _record(draw_fn(exact, True), workdir / 'ours_exact.jsonl', draws)
 
 
 def _paper(workdir: pathlib.Path, draws: int) -> None:
-  from tests.reference.paper import Box, import_reference, layer_map, reference_config
+  from tests.reference.paper import Box, import_reference, load_weights, reference_config
   agent, common, folder = import_reference()
   import tensorflow as tf
-  tf.random.set_seed(0)
+  # No global seed (the paper's train.py sets none): with one, every call of its nested
+  # tf.function `img_step` redraws the same latent sample (90-95 % of them repeat from step to
+  # step of the imagination), which moves the imagined returns and the actor's gradient.
   config = reference_config(common, folder, json.loads((workdir / 'config.json').read_text()))
   inputs = np.load(workdir / 'inputs.npz')
   obs = {'image': Box(0, 1, (64, 64, 3)), **{k: Box(0, 1, ()) for k in (
@@ -92,12 +119,7 @@ def _paper(workdir: pathlib.Path, draws: int) -> None:
   _, _, outs, _ = agnt.wm.loss(data)
   for net in (behavior.actor, behavior.critic, behavior._target_critic):
     net(outs['feat'])
-  weights = variables(layer_map(agnt, common))
-  ours = {k[2:] for k in inputs.files if k.startswith('w/')}
-  if set(weights) != ours:
-    raise ValueError(f'layer names differ: {sorted(set(weights) ^ ours)}')
-  for name, var in weights.items():
-    var.assign(inputs[f'w/{name}'])
+  load_weights(agnt, common, inputs)
   reward_fn = lambda seq: agnt.wm.heads['reward'](seq['feat']).mode()
 
   @tf.function
@@ -109,6 +131,7 @@ def _paper(workdir: pathlib.Path, draws: int) -> None:
       actor_loss, mets3 = behavior.actor_loss(seq, target)
     grads = tape.gradient(actor_loss, behavior.actor.trainable_variables)
     return {**{f'reward_{k}': v for k, v in mets1.items()}, **mets2, **mets3,
+            'latent_repeat': latent_repeat(seq['stoch'], tf),
             'actor_grad_norm': tf.linalg.global_norm(grads)}
   _record(lambda i: draw(), workdir / 'paper.jsonl', draws)
 
@@ -122,7 +145,7 @@ def _record(draw, path: pathlib.Path, draws: int) -> None:
 def table(workdir: pathlib.Path) -> str:
   """Markdown: each row's metrics as mean ± sd over its draws."""
   lines = ['| row | ' + ' | '.join(METRICS) + ' |', '| --- |' + ' --- |' * len(METRICS)]
-  for row in ('ours', 'ours_tfp', 'paper'):
+  for row in ('ours', 'ours_rng', 'ours_exact', 'paper'):
     draws = [json.loads(line) for line in (workdir / f'{row}.jsonl').read_text().splitlines()]
     cells = []
     for key in METRICS:

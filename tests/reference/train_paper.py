@@ -30,7 +30,8 @@ What differs from the paper's `train.py`, none of it inside the agent:
   paper's script would); a stop during the pretraining updates comes before any save, so the
   resume runs them again;
 - no report videos (open-loop predictions) and no TensorBoard output; the run stops at `--steps`
-  (the paper's loop finishes its last evaluation period); numpy and TensorFlow are seeded.
+  (the paper's loop finishes its last evaluation period); numpy is seeded, TensorFlow is not
+  (as the paper's script: a global seed makes its imagined latent samples repeat).
 """
 from __future__ import annotations
 
@@ -99,7 +100,8 @@ def train(args) -> None:
     YAML(typ='safe', pure=True).dump(json.loads(json.dumps(dict(config))), f)
   tf.config.run_functions_eagerly(not config.jit)
   np.random.seed(args.seed)
-  tf.random.set_seed(args.seed)
+  # TensorFlow stays unseeded, as in the paper's train.py: with a global seed, every call of
+  # its nested tf.function `img_step` redraws the same latent sample (docs/parity.md).
   if config.precision == 16:
     tf.keras.mixed_precision.set_global_policy('mixed_float16')
 
