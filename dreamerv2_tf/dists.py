@@ -174,7 +174,7 @@ class TruncNormalDist:
     return x - tf.stop_gradient(x) + tf.stop_gradient(clipped)
 
   def sample(self, noise=None) -> tf.Tensor:
-    """A sample; `noise` (noise.Noise or StepNoise) gives its uniform draw, else TensorFlow's RNG."""
+    """A sample; `noise` (noise.Noise or StepNoise) draws its uniform, else TensorFlow's RNG."""
     shape = dims(self._mean)
     u = noise.uniform(shape) if noise is not None else tf.random.uniform(shape)
     z = self._inverse_cdf(u)

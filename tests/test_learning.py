@@ -103,9 +103,9 @@ def test_dreamer_learns_continuous_actions_through_edge_draws(tmp_path, monkeypa
   # 4,000 steps (and seed 0 once in CI); 1 of 16 at lr 3e-4 and 6,000 steps, which this test
   # uses, and whose stuck seed still scored 13.4 at 5,500. (A strong early entropy bonus did
   # no better. Measured with the exact gradient through samples; with TensorFlow's, the default
-  # since 2026-12-07, seed 0 learned.) So up to three seeds: every one must stay finite, one must learn; with
-  # independent seeds all three stay stuck about once in 4,000 runs. Broken dynamics
-  # backprop or a NaN fails all three.
+  # since 2026-12-07, seed 0 learned.) So up to three seeds: every one must stay finite, one
+  # must learn; with independent seeds all three stay stuck about once in 4,000 runs. Broken
+  # dynamics backprop or a NaN fails all three.
   tried = []
   for seed in range(3):
     metrics = train_on(ContinuousCueEnv, tmp_path / f'seed{seed}', '32', 6000, seed,
