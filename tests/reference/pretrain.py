@@ -129,6 +129,8 @@ def main(argv=None) -> None:
   args = parser.parse_args(argv)
   if args.updates < 1:
     parser.error(f'--updates {args.updates}: must be at least 1')
+  if not any(args.episodes.glob('*.npz')):
+    parser.error(f'no episodes (*.npz) in {args.episodes}: give a run\'s train_episodes')
   args.workdir.mkdir(parents=True, exist_ok=True)
   if args.side:
     return (_ours if args.side == 'ours' else _paper)(args)
