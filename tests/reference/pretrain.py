@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 
 from tests.reference.cases import variables
+from tests.reference.sampled import run_sides
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 KEYS = ('image', 'reward', 'is_first', 'is_last', 'is_terminal', 'action')
 SHOWN = ('model_loss', 'actor_ent', 'actor_grad_norm', 'critic_slow')
 
@@ -134,16 +131,9 @@ def main(argv=None) -> None:
   args.workdir.mkdir(parents=True, exist_ok=True)
   if args.side:
     return (_ours if args.side == 'ours' else _paper)(args)
-  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
-  env.pop('TF_USE_LEGACY_KERAS', None)
-  for side in ('ours', 'paper'):
-    cmd = [sys.executable, '-m', 'tests.reference.pretrain', str(args.episodes),
-           str(args.workdir), '--updates', str(args.updates), '--seed', str(args.seed),
-           '--configs', *args.configs, '--side', side]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode:
-      sys.exit(f'{side} side failed (exit {proc.returncode}):\n' +
-               '\n'.join(proc.stderr.strip().splitlines()[-20:]))
+  run_sides('tests.reference.pretrain', [
+      str(args.episodes), str(args.workdir), '--updates', str(args.updates),
+      '--seed', str(args.seed), '--configs', *args.configs])
   print(table(args.workdir))
 
 

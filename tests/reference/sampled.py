@@ -168,16 +168,22 @@ def main(argv=None) -> None:
     return _ours(args.workdir, args.configs, args.draws)
   if args.side == 'paper':
     return _paper(args.workdir, args.draws)
+  run_sides('tests.reference.sampled', [str(args.workdir), '--draws', str(args.draws),
+                                         '--configs', *args.configs])
+  print(table(args.workdir))
+
+
+def run_sides(module: str, argv: list[str]) -> None:
+  """Runs `python -m module *argv --side S` for ours, then the paper's, each in its own process;
+  a failing side exits with the end of its stderr."""
   env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
   env.pop('TF_USE_LEGACY_KERAS', None)
   for side in ('ours', 'paper'):
-    cmd = [sys.executable, '-m', 'tests.reference.sampled', str(args.workdir),
-           '--draws', str(args.draws), '--configs', *args.configs, '--side', side]
+    cmd = [sys.executable, '-m', module, *argv, '--side', side]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode:
       sys.exit(f'{side} side failed (exit {proc.returncode}):\n' +
                '\n'.join(proc.stderr.strip().splitlines()[-20:]))
-  print(table(args.workdir))
 
 
 if __name__ == '__main__':
