@@ -30,7 +30,7 @@ bench: $(STAMP)
 # Two workers, one test file each at a time (module fixtures are built once): much of a test's
 # time is single-threaded tracing, so two files side by side use both cores.
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=30 tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=30 tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info
