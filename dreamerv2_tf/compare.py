@@ -43,6 +43,7 @@ __all__ = ['CompareError', 'Run', 'find_runs', 'bin_curve', 'combine', 'paper_at
 
 DOMAINS = ('atari_', 'dmc_', 'crafter_', 'gym_')  # prefixes that make a folder name a task name
 DEFAULT_BINS = 1e6
+DMC_BINS = 3e4  # Every task of the paper's dmc-vision-dreamerv2.json.
 Curve = tuple[np.ndarray, np.ndarray]
 
 
@@ -264,14 +265,17 @@ def load_baselines(path: str | os.PathLike) -> dict[str, dict[str, float]]:
 
 def default_bins(task: str, scores: Mapping[str, list[Curve]] | None = None,
                  frames: float = 0.0) -> float:
-  """The paper's bin width for `task`: the spacing of its published xs, 1e6 frames for Atari.
-  For other tasks the largest of 1e6, 1e5, 1e4, 1e3 frames that splits a run of `frames` into
-  at least 10 bins, so that short runs still give a curve."""
+  """The paper's bin width for `task`: the spacing of its published xs; without them, 1e6
+  frames for Atari and 3e4 for DeepMind Control (the paper's files). For other tasks the
+  largest of 1e6, 1e5, 1e4, 1e3 frames that splits a run of `frames` into at least 10 bins, so
+  that short runs still give a curve."""
   for xs, _ in (scores or {}).get(task, []):
     if len(xs) >= 2 and xs[1] > xs[0]:
       return float(xs[1] - xs[0])
   if task.startswith('atari_'):
     return DEFAULT_BINS
+  if task.startswith('dmc_'):
+    return DMC_BINS
   return next((b for b in (1e6, 1e5, 1e4) if frames >= 10 * b), 1e3)
 
 

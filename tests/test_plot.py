@@ -361,3 +361,18 @@ def test_results_table_counts_updates_with_the_presets_schedule(tmp_path):
   proc = subprocess.run([sys.executable, str(script), '--scores', str(scores), '--share',
                          'dmc_vision=1.5'], capture_output=True, text=True, timeout=60)
   assert proc.returncode == 2 and "'dmc_vision=1.5' is not allowed" in proc.stderr
+
+
+def test_the_published_runs_plot_to_the_numbers_the_results_page_states(tmp_path):
+  # docs/results/ holds this port's runs as a run leaves them; users plot theirs beside them
+  # (`ours=docs/results/...`). The bins are the ones README and docs/results.md quote.
+  results = ROOT / 'docs' / 'results'
+  proc = cli('--indir', f'cartpole={results / "dmc_cartpole_balance"}',
+             f'walker={results / "dmc_walker_walk"}', '--outdir', tmp_path / 'out')
+  assert proc.returncode == 0, proc.stderr
+  groups = json.loads((tmp_path / 'out' / 'summary.json').read_text())['groups']
+  for group, task, want in (('cartpole', 'dmc_cartpole_balance', [258.5, 445.2, 749.7]),
+                            ('walker', 'dmc_walker_walk', [64.8, 204.1, 423.8])):
+    rows = [r for r in groups[group]['rows'] if r['task'] == task]
+    assert [r['frames'] for r in rows] == [30_000, 60_000, 90_000], rows
+    assert [round(r['return_mean'], 1) for r in rows] == want, rows
