@@ -12,7 +12,9 @@ different batches 0.999 correlated, and the bias gradients of the critic (69-87 
 decoder's middle layers (95-96 %) furthest away.
 
 These layers compute what Keras' do, with the same variables (checkpoints are unchanged), but
-add the bias with `add_bias`, whose gradient sums in float32. In float32 they are Keras' layers.
+add the bias with `add_bias`, whose gradient sums in float32, each image's positions first and
+then the images (`sum_rows`: exact to about 1e-7 where one reduction over millions of rows of
+one sign lost 1e-3).
 """
 from __future__ import annotations
 
@@ -28,11 +30,23 @@ def add_bias(x: tf.Tensor, bias) -> tf.Tensor:
   return _add_bias(x, tf.convert_to_tensor(bias))
 
 
+def sum_rows(dy: tf.Tensor) -> tf.Tensor:
+  """Sum over every axis but the last, in float32: the inner axes first, then the batch.
+
+  One reduce_sum over all of them lost about 1e-3 of the decoder's last bias gradient (3.3M
+  terms of one sign per channel at the dmc_vision preset, against a float64 sum); summing each
+  image first and then the images is exact to about 1e-7, and faster.
+  """
+  dy = tf.cast(dy, tf.float32)
+  if len(dy.shape) > 2:
+    dy = tf.reduce_sum(dy, list(range(1, len(dy.shape) - 1)))
+  return tf.reduce_sum(dy, 0)
+
+
 @tf.custom_gradient
 def _add_bias(x, bias):
   def grad(dy):
-    axes = list(range(len(dy.shape) - 1))
-    return dy, tf.cast(tf.reduce_sum(tf.cast(dy, tf.float32), axes), bias.dtype)
+    return dy, tf.cast(sum_rows(dy), bias.dtype)
   return x + tf.cast(bias, x.dtype), grad
 
 

@@ -50,6 +50,9 @@ CASES = (
                     '--actor_ent', 'linear(3e-3,1e-3,1000)')),
     Case('atari_full', 'the atari preset at full network sizes', presets=('atari',),
          batch=2, length=6),
+    Case('dmc_vision_full', 'the dmc_vision preset at full network sizes: 64x64x3 images, '
+         'continuous actions, no discount head, free nats 1', presets=('dmc_vision',),
+         image=(64, 64, 3), actions=6, continuous=True, batch=2, length=6),
     # The exploration cases compare the behaviour only (expl_ours.py, expl_paper.py).
     Case('plan2explore', 'Plan2Explore (stoch target, action-conditioned), intrinsic and task '
          'rewards normalised, continuous actions', presets=('dmc_proprio', 'debug'), image=None,
