@@ -1,14 +1,16 @@
 """Training from the same weights: this port and the paper's code, N updates on the same batches.
 
   python -m tests.reference.pretrain EPISODES WORKDIR [--updates 70] [--seed 0]
-      [--configs dmc_vision]
+      [--configs dmc_vision] [-- CONFIG OVERRIDES]
 
 From the repository root. EPISODES is a directory of stored episodes with images and continuous
 actions (a run's `train_episodes`). Both agents start from our weights (seed 0, float32) and
 train on the same batches (drawn from the episodes with numpy, seed 0), each with its own
 samples: `--seed` sets this port's sampling noise, and the paper's process is left unseeded as
 its `train.py` leaves it (a TensorFlow seed makes its imagined latents repeat: docs/parity.md).
-Every update's metrics go to `ours.jsonl` and `paper.jsonl`; the table shows a few of them.
+Config overrides after `--` apply to both sides (e.g. `-- --model_opt.lr 1e-12` to imagine
+from a world model the update barely moves). Every update's metrics go to `ours.jsonl` and
+`paper.jsonl`; the table shows a few of them.
 The world-model losses should agree closely at every update; quantities of the behaviour
 (actor entropy) differ between runs by sampling alone, so compare several runs per side.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import sys
 
 import numpy as np
 
@@ -55,7 +58,8 @@ def _ours(args) -> None:
   from dreamerv2_tf.synthetic import make_spaces
   from tests.reference.ours import AGENT_KEYS, layer_map
   keras.utils.set_random_seed(0)  # The weights; `--seed` below is the sampling noise.
-  config = load_config(args.configs, ['--precision', '32', '--seed', str(args.seed)])
+  config = load_config(args.configs,
+                       ['--precision', '32', '--seed', str(args.seed), *args.overrides])
   first = _first(args)
   obs_space, act_space = make_spaces(image=first['image'].shape[2:],
                                      actions=first['action'].shape[-1], continuous=True)
@@ -116,6 +120,9 @@ def table(workdir: pathlib.Path, every: int = 10) -> str:
 
 
 def main(argv=None) -> None:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  overrides = argv[argv.index('--') + 1:] if '--' in argv else []
+  argv = argv[:argv.index('--')] if '--' in argv else argv
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('episodes', type=pathlib.Path)
   parser.add_argument('workdir', type=pathlib.Path)
@@ -124,6 +131,12 @@ def main(argv=None) -> None:
   parser.add_argument('--configs', nargs='+', default=['dmc_vision'])
   parser.add_argument('--side', choices=('ours', 'paper'), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  args.overrides = overrides
+  from dreamerv2_tf import ConfigError, load_config
+  try:  # Bad overrides: one line here, not a traceback from a side's process.
+    load_config(args.configs, overrides)
+  except ConfigError as e:
+    parser.error(str(e))
   if args.updates < 1:
     parser.error(f'--updates {args.updates}: must be at least 1')
   if not any(args.episodes.glob('*.npz')):
@@ -133,7 +146,7 @@ def main(argv=None) -> None:
     return (_ours if args.side == 'ours' else _paper)(args)
   run_sides('tests.reference.pretrain', [
       str(args.episodes), str(args.workdir), '--updates', str(args.updates),
-      '--seed', str(args.seed), '--configs', *args.configs])
+      '--seed', str(args.seed), '--configs', *args.configs, '--', *overrides])
   print(table(args.workdir))
 
 

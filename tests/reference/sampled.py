@@ -179,7 +179,9 @@ def run_sides(module: str, argv: list[str]) -> None:
   env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
   env.pop('TF_USE_LEGACY_KERAS', None)
   for side in ('ours', 'paper'):
-    cmd = [sys.executable, '-m', module, *argv, '--side', side]
+    # Before a `--` that starts config overrides, if there is one.
+    at = argv.index('--') if '--' in argv else len(argv)
+    cmd = [sys.executable, '-m', module, *argv[:at], '--side', side, *argv[at:]]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode:
       sys.exit(f'{side} side failed (exit {proc.returncode}):\n' +
