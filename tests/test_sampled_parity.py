@@ -50,3 +50,21 @@ def test_imagined_latents_are_drawn_afresh_at_every_step_on_both_sides(draws):
   repeat = {row: statistics.mean(values) for row, values in draws['latent_repeat'].items()}
   assert abs(repeat['paper'] - repeat['ours']) < 0.05, repeat
   assert repeat['ours'] < 0.5, repeat
+
+
+def test_pretrain_bad_override_is_one_line_before_any_side_runs(tmp_path):
+  # tests/reference/pretrain.py: overrides after `--` go to both sides; a bad one stops it at
+  # once with the key named (each side would otherwise load TensorFlow first, then fail).
+  import subprocess
+  import sys
+  episodes = tmp_path / 'episodes'
+  episodes.mkdir()
+  (episodes / 'ep.npz').write_bytes(b'')  # Only its name is looked at before the check.
+  proc = subprocess.run(
+      [sys.executable, '-m', 'tests.reference.pretrain', str(episodes), str(tmp_path / 'out'),
+       '--', '--model_opt.lr', 'fast'], capture_output=True, text=True, timeout=120,
+      cwd=sampled.ROOT)
+  assert proc.returncode == 2, proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].endswith(
+      "config key 'model_opt.lr' expects float, got 'fast' (str)"), proc.stderr
+  assert not (tmp_path / 'out').exists()
