@@ -17,8 +17,18 @@ import sys
 VARIABLE = 'TF_ENABLE_ONEDNN_OPTS'
 
 
+def _x86() -> bool:
+  return platform.machine().lower() in ('x86_64', 'amd64')
+
+
 def enable() -> None:
   """Sets `TF_ENABLE_ONEDNN_OPTS=1` on x86 unless it is set or TensorFlow is already imported
   (ARM keeps TensorFlow's own default, oneDNN with ACL)."""
-  if platform.machine().lower() in ('x86_64', 'amd64') and 'tensorflow' not in sys.modules:
+  if _x86() and 'tensorflow' not in sys.modules:
     os.environ.setdefault(VARIABLE, '1')
+
+
+def child_env() -> dict[str, str]:
+  """What a new process's environment needs to get the kernels `enable` picks whatever it
+  imports first: `{VARIABLE: '1'}` on x86 unless set here already, else nothing."""
+  return {VARIABLE: '1'} if _x86() and VARIABLE not in os.environ else {}

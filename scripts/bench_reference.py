@@ -36,7 +36,9 @@ print(json.dumps({'float32': bench.matmul_peak(tf, tf.float32),
 
 
 def _run(args: list[str], legacy_keras: bool = False) -> dict:
-  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
+  from dreamerv2_tf import onednn
+  # Every row on the kernels a user's program gets, whatever its process imports first.
+  env = {**os.environ, **onednn.child_env(), 'TF_CPP_MIN_LOG_LEVEL': '3'}
   if legacy_keras:
     env['TF_USE_LEGACY_KERAS'] = '1'
   proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,

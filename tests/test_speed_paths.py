@@ -179,6 +179,21 @@ def _run_python(code: str, **env) -> str:
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ('x86_64', 'amd64'), reason='x86 only')
+def test_harness_processes_get_onednn_whatever_they_or_their_parent_import_first():
+  # The parity harness's side of ours imported TensorFlow before the package, so on an AVX2
+  # CPU it ran on Eigen's kernels and the paper's side on oneDNN's (one Adam-slot row 4e-5
+  # apart) unless its parent had set the switch. The launchers now pass it to every side.
+  child = ('import os, tensorflow\nfrom dreamerv2_tf import onednn\n'
+           'print({**os.environ, **onednn.child_env()}.get("TF_ENABLE_ONEDNN_OPTS"))')
+  assert _run_python(child) == '1'
+  assert _run_python(child, TF_ENABLE_ONEDNN_OPTS='0') == '0'  # The user's choice wins.
+  side = ('from tests.reference.ours import setup_tensorflow\nsetup_tensorflow()\n'
+          'from tensorflow.python.util import _pywrap_util_port as port\n'
+          'print(port.IsMklEnabled())')
+  assert _run_python(side) == 'True'
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ('x86_64', 'amd64'), reason='x86 only')
 def test_importing_the_package_first_runs_tensorflow_on_onednn_kernels():
   # TensorFlow leaves oneDNN off on x86 CPUs without AVX-512 VNNI/BF16 or AMX (its Eigen
   # convolution gradients made the paper's dmc_vision step 3x slower on an AVX2 EPYC).

@@ -205,7 +205,9 @@ def run_sides(workdir: pathlib.Path, cases: list[str], adam: str = 'legacy',
   """
   check_reference()
   path = os.pathsep.join(p for p in (str(ROOT), os.environ.get('PYTHONPATH')) if p)
-  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', 'PYTHONPATH': path}
+  from dreamerv2_tf import onednn
+  # Both sides on the same kernels, whatever each imports first (docs/performance.md, oneDNN).
+  env = {**os.environ, **onednn.child_env(), 'TF_CPP_MIN_LOG_LEVEL': '2', 'PYTHONPATH': path}
   env.pop('TF_USE_LEGACY_KERAS', None)
   sides = (('tests.reference.ours', []), ('tests.reference.paper', [f'--adam={adam}']))
   for module, extra in sides:

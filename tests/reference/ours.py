@@ -268,7 +268,14 @@ def decoder_bias_scales(decoder, feat, data: dict, tf) -> dict:
 
 
 def setup_tensorflow():
-  """One thread per op pool: both sides run alike, and the shared CPU stays lightly loaded."""
+  """One thread per op pool: both sides run alike, and the shared CPU stays lightly loaded.
+
+  The package first, as a user's program imports it: on CPUs where TensorFlow leaves oneDNN
+  off (AVX2 only) it turns it on, as paper.py does for the paper's side. Importing TensorFlow
+  first had this side on Eigen's kernels and the paper's on oneDNN's when run from
+  scripts/parity.py (pytest's process had imported the package, which set it for both).
+  """
+  import dreamerv2_tf  # noqa: F401  (sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads)
   import tensorflow as tf
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)

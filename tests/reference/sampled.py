@@ -176,7 +176,9 @@ def main(argv=None) -> None:
 def run_sides(module: str, argv: list[str]) -> None:
   """Runs `python -m module *argv --side S` for ours, then the paper's, each in its own process;
   a failing side exits with the end of its stderr."""
-  env = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2'}
+  from dreamerv2_tf import onednn
+  # Both sides on the same kernels: ours imports keras (so TensorFlow) before the package.
+  env = {**os.environ, **onednn.child_env(), 'TF_CPP_MIN_LOG_LEVEL': '2'}
   env.pop('TF_USE_LEGACY_KERAS', None)
   for side in ('ours', 'paper'):
     # Before a `--` that starts config overrides, if there is one.
