@@ -196,6 +196,18 @@ def check_reference() -> None:
     raise SetupError(f'the paper code (dreamerv2 2.2.0) is not installed: run `{INSTALL}`')
 
 
+def side_env() -> dict[str, str]:
+  """The environment of a side's process (ours or the paper's) for every launcher here: the
+  repository importable, both sides on the same kernels whatever each imports first
+  (docs/parity.md, "Both sides on the same kernels"), and no tf_keras switch inherited (the
+  paper's side sets its own)."""
+  from dreamerv2_tf import onednn
+  path = os.pathsep.join(p for p in (str(ROOT), os.environ.get('PYTHONPATH')) if p)
+  env = {**os.environ, **onednn.child_env(), 'TF_CPP_MIN_LOG_LEVEL': '2', 'PYTHONPATH': path}
+  env.pop('TF_USE_LEGACY_KERAS', None)
+  return env
+
+
 def run_sides(workdir: pathlib.Path, cases: list[str], adam: str = 'legacy',
               changed: bool = False) -> None:
   """Runs ours.py, then paper.py, each in its own process, for `cases` into `workdir`.
@@ -204,11 +216,7 @@ def run_sides(workdir: pathlib.Path, cases: list[str], adam: str = 'legacy',
   changed, on the same weights and batch (folders named by `cases.changed_name`).
   """
   check_reference()
-  path = os.pathsep.join(p for p in (str(ROOT), os.environ.get('PYTHONPATH')) if p)
-  from dreamerv2_tf import onednn
-  # Both sides on the same kernels, whatever each imports first (docs/performance.md, oneDNN).
-  env = {**os.environ, **onednn.child_env(), 'TF_CPP_MIN_LOG_LEVEL': '2', 'PYTHONPATH': path}
-  env.pop('TF_USE_LEGACY_KERAS', None)
+  env = side_env()
   sides = (('tests.reference.ours', []), ('tests.reference.paper', [f'--adam={adam}']))
   for module, extra in sides:
     names = list(cases)

@@ -121,8 +121,8 @@ def table(workdir: pathlib.Path, every: int = 10) -> str:
 
 def main(argv=None) -> None:
   argv = sys.argv[1:] if argv is None else list(argv)
-  overrides = argv[argv.index('--') + 1:] if '--' in argv else []
-  argv = argv[:argv.index('--')] if '--' in argv else argv
+  at = argv.index('--') if '--' in argv else len(argv)
+  argv, overrides = argv[:at], argv[at + 1:]
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('episodes', type=pathlib.Path)
   parser.add_argument('workdir', type=pathlib.Path)

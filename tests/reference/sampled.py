@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import statistics
 import subprocess
@@ -176,13 +175,10 @@ def main(argv=None) -> None:
 def run_sides(module: str, argv: list[str]) -> None:
   """Runs `python -m module *argv --side S` for ours, then the paper's, each in its own process;
   a failing side exits with the end of its stderr."""
-  from dreamerv2_tf import onednn
-  # Both sides on the same kernels: ours imports keras (so TensorFlow) before the package.
-  env = {**os.environ, **onednn.child_env(), 'TF_CPP_MIN_LOG_LEVEL': '2'}
-  env.pop('TF_USE_LEGACY_KERAS', None)
+  from tests.reference.compare import side_env
+  env = side_env()  # Ours imports keras (so TensorFlow) before the package: see side_env.
+  at = argv.index('--') if '--' in argv else len(argv)  # `--side` goes before the overrides.
   for side in ('ours', 'paper'):
-    # Before a `--` that starts config overrides, if there is one.
-    at = argv.index('--') if '--' in argv else len(argv)
     cmd = [sys.executable, '-m', module, *argv[:at], '--side', side, *argv[at:]]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode:
