@@ -113,6 +113,7 @@ class _Loop:
     # Every worker acts and keeps its own replay; only the chief writes logs and checkpoints.
     workdir = worker_dir(self.logdir, worker)
     self.train_replay = Replay(workdir / 'train_episodes', seed=seed, **replay_kw)
+    cleanup.append(self.train_replay.flush)  # Also on an error's way out.
     self.eval_replay = Replay(
         workdir / 'eval_episodes', seed=seed + 1, nonfinite=replay_kw['nonfinite'],
         capacity=max(replay_kw['capacity'] // 10, 1), minlen=config.dataset.length,
@@ -203,11 +204,14 @@ class _Loop:
         self.pretrain()
       self.train()
       self.save()
+      # The running episodes' steps, as files a resume loads: no interaction is lost.
+      kept = self.train_replay.flush()
     logger.write(int(step))
     logger.close()  # (The envs close on the way out, in train().)
     if stop.received:
-      print(f'Stopped by {stop.received} at {int(step) * self.config.action_repeat:,} frames; '
-            'rerun the same command to resume.', flush=True)
+      print(f'Stopped by {stop.received} at {int(step) * self.config.action_repeat:,} frames '
+            f'(running episodes: {kept:,} steps stored); rerun the same command to resume.',
+            flush=True)
     return self.logdir
 
   def prefill(self) -> bool:

@@ -5,12 +5,12 @@ id>-<chunk index>-<length>.npz`), each an independent segment on disk. While an 
 oldest `chunk` pending steps are written once `chunk + minlen` are pending; holding `minlen`
 steps back makes the piece written at `is_last` at least `minlen` long, so episode ends stay
 sampleable. A 27k-step Atari episode is thus trainable and crash-safe after ~1k steps, and
-a crash loses < `chunk + minlen` steps per running episode. Loading and eviction work per
-file; sampling joins an episode's consecutive segments in memory (a run), so episodes are
-picked and windowed as in the paper, whatever their number of chunks. Files are written
-atomically (hidden `.tmp` file in the same directory, fsync, `os.replace`), so a crash never
-leaves a half-written `.npz`; stray `.tmp` files are ignored, not deleted, as another
-process may still be writing them.
+a crash loses < `chunk + minlen` steps per running episode (a stop loses none: `flush`).
+Loading and eviction work per file; sampling joins an episode's consecutive segments in
+memory (a run), so episodes are picked and windowed as in the paper, whatever their number of
+chunks. Files are written atomically (hidden `.tmp` file in the same directory, fsync,
+`os.replace`), so a crash never leaves a half-written `.npz`; stray `.tmp` files are ignored,
+not deleted, as another process may still be writing them.
 
 Memory. Segments live in RAM as stacked numpy arrays (`log_*` keys stay on disk only);
 `bytes_per_step()` gives the RAM per step. For Atari (64x64x1 uint8 image 4096 B, float32
@@ -185,6 +185,26 @@ class Replay:
       run['index'] += 1
       if step['is_last']:
         del self._ongoing[worker]
+
+  def flush(self) -> int:
+    """Writes every running episode's pending steps as its last segment; returns their number.
+
+    For a run that stops mid-episode: the steps are kept (a file without `is_last`, as a
+    crash-cut episode's), the episode counts as ended, and the worker's next step must be
+    `is_first`. Episodes shorter than `minlen` are kept too but never sampled. If a write
+    fails, that episode stays pending (a retry writes it) and the exception propagates.
+    """
+    written = 0
+    with self._lock:
+      pending = list(self._ongoing.items())
+    for worker, run in pending:
+      if run['steps']:
+        self._store(run['id'], run['index'], {
+            key: np.stack([s[key] for s in run['steps']]) for key in run['steps'][0]})
+        written += len(run['steps'])
+      with self._lock:
+        del self._ongoing[worker]
+    return written
 
   def add_episode(self, episode: Mapping[str, Any]) -> None:
     """Add a complete episode: dict of arrays `[L, ...]`, is_first at 0, is_last at L-1."""

@@ -165,6 +165,26 @@ def test_stop_during_an_evaluation_leaves_no_point_and_redoes_it_once(tmp_path):
   assert 'model_checkpoint_path: "ckpt-600"' in state
 
 
+def agent_steps(directory):
+  """Agent steps stored in an episode folder (an episode's first entry is no step)."""
+  return sum(int((~np.load(f)['is_first']).sum()) for f in directory.glob('*.npz'))
+
+
+def test_stop_mid_episode_stores_its_steps(tmp_path, capsys):
+  # 100-step episodes; the prefill is the first. SIGTERM at the train env's step 250, halfway
+  # through the third: its 50 steps are stored, so the checkpoint's step counts exactly the
+  # stored steps and the resumed run trains on all it collected.
+  episodes = tmp_path / 'train_episodes'
+  run(tmp_path, 400, env=Stopping(250))
+  assert '(running episodes: 51 steps stored)' in capsys.readouterr().out
+  values = checkpoint_values(tmp_path / 'checkpoints' / 'ckpt-250')
+  assert values['step/.ATTRIBUTES/VARIABLE_VALUE'] == 250 == agent_steps(episodes)
+  cut = [f for f in episodes.glob('*.npz') if not np.load(f)['is_last'].any()]
+  assert len(cut) == 1 and len(np.load(cut[0])['is_first']) == 51
+  run(tmp_path, 400)
+  assert agent_steps(episodes) == 400
+
+
 def test_stop_during_the_first_evaluation_keeps_one_random_episode(tmp_path):
   # The eval env plays the random-policy episode (its steps 1-100), then the first evaluation
   # at 100; SIGTERM at its step 150. The checkpoint records no finished evaluation, so the

@@ -108,6 +108,32 @@ def test_restart_reloads_same_stats_and_samples(tmp_path):
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def test_flush_keeps_the_running_episodes_for_a_restart(tmp_path):
+  # A run that stops mid-episode: worker 0 has 1,030 steps (one 1,000-step chunk written,
+  # 30 pending), worker 1 has 3 (shorter than minlen: kept, never sampled).
+  replay = Replay(tmp_path, minlen=5, maxlen=5, chunk=1000)
+  for step in transitions(1030, last=False):
+    replay.add_step(step, worker=0)
+  for step in transitions(3, start=5000, last=False):
+    replay.add_step(step, worker=1)
+  assert len(files(tmp_path)) == 1
+  assert replay.flush() == 33 and replay.flush() == 0
+  assert len(files(tmp_path)) == 3
+  restarted = Replay(tmp_path, minlen=5, maxlen=5, seed=1)
+  assert restarted.stats['total_steps'] == replay.stats['total_steps'] == 1033
+  assert restarted.stats['total_episodes'] == 2
+  # The cut episode is one run: sequences cross the chunk boundary.
+  rewards = restarted.sample(2000, 5)['reward']
+  assert ((rewards[:, 0] > 995) & (rewards[:, 0] < 1000)).any() and rewards.max() == 1029
+  assert not ((rewards >= 5000).any())
+  # The flushed episodes have ended: each worker starts its next one with is_first.
+  with pytest.raises(ValueError, match='is_first=False'):
+    replay.add_step(next(transitions(2, start=1, last=False)) | {'is_first': False}, worker=0)
+  for step in transitions(10, start=7000):
+    replay.add_step(step, worker=1)
+  assert replay.stats['total_episodes'] == 3
+
+
 def test_corrupt_files_are_skipped_with_a_warning(tmp_path):
   replay = Replay(tmp_path, minlen=5, maxlen=5)
   for i in range(3):
