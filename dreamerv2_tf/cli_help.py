@@ -30,7 +30,8 @@ usage: scripts/train.py [--configs PRESET ...] [--task TASK] [--KEY VALUE ...]
 
 Trains DreamerV2 (Hafner et al., ICLR 2021) on a task and writes the run to --logdir:
 config.yaml, metrics.jsonl, TensorBoard events, checkpoints and the episodes. Rerunning the
-same command with the same --logdir resumes the run; Ctrl-C saves a checkpoint and stops.
+same command with the same --logdir resumes the run; Ctrl-C (or SIGTERM) stores the running
+episode, saves a checkpoint and stops.
 
 Learn something in minutes on a CPU (CartPole's eval_return climbs from ~10 toward 100, the cap):
   {quick}
