@@ -1,7 +1,8 @@
 """A run's checkpoints: restored at start, written only from finite weights, never half-written.
 
-`logdir/checkpoints/` keeps the newest 3 (`ckpt-<agent step>.index` / `.data-*`) and the
-`checkpoint` file that names the latest. A save
+`logdir/checkpoints/` keeps the newest 3 (`ckpt-<agent step>.index` / `.data-*`; the loop saves
+after evaluations, every `checkpoint_minutes` and at a stop) and the `checkpoint` file that names
+the latest. A save
   - refuses non-finite weights (`NonFiniteWeightsError`): a NaN checkpoint would, after
     `max_to_keep` saves, replace every good one;
   - that fails (disk full, unwritable) removes its own partial files and raises

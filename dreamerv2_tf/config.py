@@ -50,6 +50,7 @@ RANGES: dict[str, tuple[float, float | None]] = {
     r'disag_offset': (0, None),
     r'rssm\.discrete': (0, None),  # 0 selects Gaussian latents (the paper's ablation).
     r'skip_limit': (0, None),  # 0: never stop for skipped updates.
+    r'checkpoint_minutes': (0, None),  # 0: checkpoints at evaluations and stops only.
 }
 _PLAIN_KEY = re.compile(r'[A-Za-z_]\w*(\.[A-Za-z_]\w*)*')  # anything else is a key regex
 

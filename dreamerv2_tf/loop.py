@@ -148,6 +148,7 @@ class _Loop:
     self.dataset, self.report_dataset = None, None
     self.train_metrics: dict[str, list] = {}
     self.timer = {'train_time': 0.0, 'updates': 0}
+    self.saved_at = time.monotonic()  # For checkpoint_minutes.
 
   def _resume(self, logged: list[int]) -> str | None:
     """Restores the latest checkpoint if there is one; marks the start in metrics.jsonl."""
@@ -327,6 +328,7 @@ class _Loop:
   def save(self, replace: bool = False) -> None:
     if self.chief and (path := self.checkpoints.save(int(self.step), replace)):
       print(f'Saved checkpoint {path}', flush=True)
+    self.saved_at = time.monotonic()
 
   # --- Called by the drivers -------------------------------------------------------------
 
@@ -355,6 +357,10 @@ class _Loop:
     self.timer['train_time'] += time.time() - start
     self.timer['updates'] += int(self.config.train_steps)
     self.estimate.update(int(self.step))
+    # Between evaluations too: on a CPU an evaluation period can be hours of training.
+    minutes = float(self.config.checkpoint_minutes)
+    if minutes and time.monotonic() - self.saved_at >= 60 * minutes:
+      self.save()  # (Its time counts as time_share_other.)
 
   def _log_step(self, tran, worker):
     # At every agent step, as the paper's train.py (not only at steps that train).

@@ -185,6 +185,18 @@ def test_stop_mid_episode_stores_its_steps(tmp_path, capsys):
   assert agent_steps(episodes) == 400
 
 
+def test_checkpoints_between_evaluations_every_checkpoint_minutes(tmp_path):
+  # Updates at steps 101, 126, ..., 276 (every 25 after the 100-step prefill); evaluations
+  # (and their checkpoints) at 100, 200 and 300. With checkpoint_minutes near 0 every update
+  # also saves, so a kill loses no more than that; the newest 3 are kept. Without it the newest
+  # 3 are 100, 200 and 300.
+  run(tmp_path, 300, args=['--checkpoint_minutes', '1e-9'])
+  state = (tmp_path / 'checkpoints' / 'checkpoint').read_text()
+  assert re.findall(r'all_model_checkpoint_paths: "ckpt-(\d+)"', state) == ['251', '276', '300']
+  with pytest.raises(ValueError, match="'checkpoint_minutes' must be >= 0, got -1"):
+    run(tmp_path, 300, args=['--checkpoint_minutes', '-1'])
+
+
 def test_stop_during_the_first_evaluation_keeps_one_random_episode(tmp_path):
   # The eval env plays the random-policy episode (its steps 1-100), then the first evaluation
   # at 100; SIGTERM at its step 150. The checkpoint records no finished evaluation, so the
