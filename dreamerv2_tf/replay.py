@@ -171,8 +171,7 @@ class Replay:
       return
     size = len(run['steps']) if step['is_last'] else self._chunk
     try:
-      self._store(run['id'], run['index'], {
-          key: np.stack([s[key] for s in run['steps'][:size]]) for key in step})
+      self._store(run['id'], run['index'], _segment(run['steps'][:size]))
     except BaseException:
       with self._lock:  # Undo, so a retry does not duplicate the step.
         run['steps'].pop()
@@ -199,8 +198,7 @@ class Replay:
       pending = list(self._ongoing.items())
     for worker, run in pending:
       if run['steps']:
-        self._store(run['id'], run['index'], {
-            key: np.stack([s[key] for s in run['steps']]) for key in run['steps'][0]})
+        self._store(run['id'], run['index'], _segment(run['steps']))
         written += len(run['steps'])
       with self._lock:
         del self._ongoing[worker]
@@ -426,6 +424,11 @@ class Replay:
   def _skip(self, path: pathlib.Path, reason: str) -> None:
     self._skipped += 1
     warnings.warn(' '.join(f'Replay: skipping file {path}: {reason}'.split()))
+
+
+def _segment(steps: list[dict]) -> dict[str, np.ndarray]:
+  """Pending steps (dicts of per-step values, `log_*` keys too) stacked into a segment."""
+  return {key: np.stack([step[key] for step in steps]) for key in steps[0]}
 
 
 def _window(parts: list[dict], start: int, length: int) -> dict[str, np.ndarray]:
