@@ -115,10 +115,12 @@ def cross_replica(fn, *args):
 
 
 def cross_replica_cond(pred: tf.Tensor, fn, args: list) -> None:
-  """Runs `fn(*args)` in every replica when `pred` (equal on all replicas) holds.
+  """Runs `fn(strategy, *args)` once, in cross-replica context, when `pred` (equal on all
+  replicas) holds; each of `args` arrives as its per-replica values (`PerReplica` under a
+  strategy with several replicas), for `strategy.extended.update` to hand each device its own.
 
-  tf.distribute does not allow a cond in replica context whose branch calls `merge_call` (Keras
-  optimizers do), so the cond is taken in cross-replica context and re-enters the replicas.
+  Called in replica context. The cond is taken in cross-replica context: tf.distribute does
+  not allow a cond in replica context whose branch calls `merge_call`.
   """
   ctx = tf.distribute.get_replica_context()
   if ctx is None:
@@ -127,7 +129,7 @@ def cross_replica_cond(pred: tf.Tensor, fn, args: list) -> None:
   def merged(strategy, pred, args):
     pred = strategy.experimental_local_results(pred)[0]
     def run():
-      strategy.extended.call_for_each_replica(fn, args=tuple(args))
+      fn(strategy, *args)
       return tf.constant(True)
     tf.cond(pred, run, lambda: tf.constant(False))
   ctx.merge_call(merged, args=(pred, list(args)))

@@ -20,15 +20,16 @@ def run_json(script, *args):
 
 def test_bench_reports_every_variant_with_ratios(tmp_path):
   out = tmp_path / 'bench.json'
-  result, err = run_json('bench.py', '--configs', 'atari', 'debug', '--variants', '32+plain,bf16',
+  result, err = run_json('bench.py', '--configs', 'atari', 'debug', '--variants', '32+plain,32',
                          '--steps', '2', '--policy-steps', '5', '--out', str(out))
   assert json.loads(out.read_text()) == result
-  assert [row['variant'] for row in result['variants']] == ['32+plain', 'bf16']
+  # Float32 rows only: bfloat16 is emulated, and slow, on CPUs without it (the peak is not).
+  assert [row['variant'] for row in result['variants']] == ['32+plain', '32']
   assert all(result['matmul_peak_gflops'][k] > 0 for k in ('float32', 'bfloat16'))
-  base, bf16 = result['variants']
+  base, other = result['variants']
   assert base['train_speedup_vs_first'] == 1.0
-  want = round(base['train_step_median_s'] / bf16['train_step_median_s'], 2)
-  assert bf16['train_speedup_vs_first'] == want
+  want = round(base['train_step_median_s'] / other['train_step_median_s'], 2)
+  assert other['train_speedup_vs_first'] == want
   for row in result['variants']:
     assert row['finite'] and row['train_step_median_s'] > 0 and row['policy_step_median_ms'] > 0
     assert math.isclose(sum(row['gflop_by_phase'].values()), row['gflop_per_train_step'],
@@ -122,7 +123,7 @@ def test_bench_reference_alternates_rows_and_compares_with_the_paper_best(tmp_pa
 
 
 def test_bench_also_measures_an_override_beside_the_same_variant(tmp_path):
-  result, err = run_json('bench.py', '--configs', 'atari', 'debug', '--variants', 'bf16',
+  result, err = run_json('bench.py', '--configs', 'atari', 'debug', '--variants', '32',
                          '--steps', '2', '--policy-steps', '5',
                          '--also', 'expl_behavior=plan2explore')
   without, with_ = result['variants']

@@ -93,10 +93,8 @@ def quantities(agent, batch: dict, weights: dict, tf) -> dict:
   res.update(gradients('expl_critic/grad', critic_vars,
                     tape.gradient(loss, list(critic_vars.values()))))
 
-  # One update; the paper's Adam constants as in ours.py.
+  # One update.
   opts = {'expl': ex.opt, 'expl_actor': ac.actor_opt, 'expl_critic': ac.critic_opt}
-  for opt in opts.values():
-    opt.opt.beta_2 = float(np.float32(opt.opt.beta_2))
   metrics = ex.train(wm, outs, data)
   res.update({f'expl_metric/{k}': v for k, v in metrics.items()})
   for name, var in weights.items():

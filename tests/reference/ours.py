@@ -226,10 +226,6 @@ def quantities(agent, batch: dict, weights: dict, tf) -> tuple[dict, float]:
   res.update(gradients('critic/grad', critic_vars, tape.gradient(loss, list(critic_vars.values()))))
 
   # One whole train step: every weight and optimizer slot afterwards, and the metrics.
-  # The paper's Adam (OptimizerV2) computes 1 - beta_2 in float32 from float32(0.999), Keras 3 in
-  # float64: beta_2 = float32(0.999) here gives Keras 3 the paper's constants (docs/parity.md).
-  for opt in (wm.opt, ac.actor_opt, ac.critic_opt):
-    opt.opt.beta_2 = float(np.float32(opt.opt.beta_2))
   metrics = agent.train(batch)
   res.update({f'train_metric/{k}': v for k, v in metrics.items()})
   res.update({f'train_weight/{k}': v for k, v in weights.items()})
