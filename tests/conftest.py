@@ -14,19 +14,19 @@ def debug_config():
   return load_config(['atari', 'debug'])
 
 
-# Worker-seconds per file in `make test` (2026-12-07, 2-core AMD EPYC, two workers). xdist's
-# loadfile hands out whole files, by default the files with the most tests first, which left
-# the single 6-minute test_explore_grid for the end, run alone on one core. Longest first
-# instead (`--no-loadscope-reorder` keeps this order): the other worker takes the short files
-# meanwhile. A file not listed (a new one) goes first, to be safe.
+# Worker-seconds per file in `make test` (2026-12-07, 2-core AMD EPYC, two workers, 3,500 in
+# all). xdist's loadfile hands out whole files, by default the files with the most tests first,
+# which once left the single 6-minute test_explore_grid for the end, run alone on one core.
+# Longest first instead (`--no-loadscope-reorder` keeps this order): the other worker takes
+# the short files meanwhile. A file not listed (a new one) goes first, to be safe.
 FILE_SECONDS = {
-    'test_train_cli.py': 1079, 'test_reliability_runs.py': 531, 'test_distribute.py': 511,
-    'test_explore_grid.py': 363, 'test_learning.py': 348, 'test_bench.py': 287,
-    'test_export.py': 223, 'test_parity.py': 203, 'test_expl.py': 178,
-    'test_speed_paths.py': 165, 'test_agent.py': 146, 'test_determinism.py': 117,
-    'test_help.py': 107, 'test_sampled_parity.py': 102, 'test_reliability.py': 63,
-    'test_schedule_parity.py': 56, 'test_envs.py': 17, 'test_replay.py': 15, 'test_plot.py': 11,
-    'test_gradients.py': 10, 'test_config.py': 6, 'test_equations.py': 3, 'test_layers.py': 3,
+    'test_train_cli.py': 652, 'test_distribute.py': 380, 'test_reliability_runs.py': 367,
+    'test_learning.py': 285, 'test_bench.py': 246, 'test_parity.py': 240,
+    'test_speed_paths.py': 223, 'test_explore_grid.py': 223, 'test_export.py': 196,
+    'test_expl.py': 166, 'test_agent.py': 125, 'test_determinism.py': 97, 'test_help.py': 61,
+    'test_schedule_parity.py': 59, 'test_sampled_parity.py': 57, 'test_reliability.py': 48,
+    'test_envs.py': 15, 'test_plot.py': 14, 'test_replay.py': 13, 'test_gradients.py': 13,
+    'test_config.py': 6, 'test_layers.py': 5, 'test_equations.py': 3, 'test_optim.py': 2,
     'test_dists.py': 2, 'test_nets.py': 1,
 }
 
