@@ -23,7 +23,7 @@ def test_the_same_seed_repeats_a_deterministic_run_and_another_seed_does_not(tmp
   for name, seed in (('a', '0'), ('b', '0'), ('other', '1')):
     run([*ARGS, '--deterministic', 'true', '--seed', seed, '--logdir', str(tmp_path / name)])
     runs[name] = learned(tmp_path / name)
-  (rows_a, acts_a), (rows_b, acts_b), (rows_o, acts_o) = runs['a'], runs['b'], runs['other']
+  (rows_a, acts_a), (rows_b, acts_b), (rows_o, _) = runs['a'], runs['b'], runs['other']
   assert any('model_loss' in r for r in rows_a)  # Updates ran and were logged.
   # No evaluations (eval_every 0), so no random-policy eval episode either.
   assert not any('eval_random_return' in r or 'eval_return' in r for r in rows_a)

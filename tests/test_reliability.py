@@ -10,7 +10,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pandas as pd
