@@ -50,8 +50,8 @@ class Optimizer(tf.Module):
     """Differentiates `loss` (recorded on `tape`) and applies one update. Returns metrics."""
     variables = self.variables_ if variables is None else variables
     metrics = {f'{self._name}_loss': loss}
-    replicas = distribute.num_replicas()
     if self._loss_scale:
+      replicas = distribute.num_replicas()
       # A replica differentiates its share of the global loss (its local mean / replicas), so
       # the float16 gradients inside the networks keep their single-device size: a local mean
       # over 1/R of the batch would make them R times larger and overflow sooner.
