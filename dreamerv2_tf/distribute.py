@@ -14,13 +14,12 @@ replicas (for a standard deviation that is the mean of the replicas' values).
 """
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from collections.abc import Iterable
 
 import tensorflow as tf
 
+from dreamerv2_tf import cluster
 from dreamerv2_tf.errors import ConfigError
 
 STRATEGIES = ('default', 'mirrored', 'multi_worker')
@@ -42,39 +41,9 @@ def make_strategy(name: str, devices=None) -> tf.distribute.Strategy:
                     'overhead', stacklevel=2)
     return strategy
   if name == 'multi_worker':
-    cluster = tf_config()
-    if not cluster.get('cluster'):
-      raise ConfigError('strategy multi_worker needs the TF_CONFIG environment variable with a '
-                       '"cluster" and a "task" (see the README); it is not set')
+    cluster.check(name)
     return tf.distribute.MultiWorkerMirroredStrategy()
   raise ValueError(f'strategy {name!r}; allowed: {", ".join(STRATEGIES)}')
-
-
-def tf_config() -> dict:
-  """The parsed `TF_CONFIG`, or {} when unset; malformed JSON is a one-line error."""
-  text = os.environ.get('TF_CONFIG', '')
-  if not text:
-    return {}
-  try:
-    return json.loads(text)
-  except json.JSONDecodeError as e:
-    raise ConfigError(f'TF_CONFIG is not valid JSON ({e}): {text[:80]!r}') from None
-
-
-def task_index(strategy: str) -> int:
-  """This process's index among a multi-worker run's workers; 0 is the chief.
-
-  The chief is the `chief` task of `TF_CONFIG`, or worker 0 when the cluster has none (then
-  worker k is index k, else k + 1). Under the other strategies every process is its own chief.
-  """
-  if strategy != 'multi_worker':
-    return 0
-  config = tf_config()
-  task = config.get('task', {})
-  if task.get('type', 'chief') == 'chief':
-    return 0
-  has_chief = 'chief' in config.get('cluster', {})
-  return int(task.get('index', 0)) + int(has_chief)
 
 
 def replica_info() -> tuple[tf.Tensor | int, int]:

@@ -62,18 +62,10 @@ class _Loop:
   """
 
   def __init__(self, env, config: Config, eval_env, cleanup: list):
-    import tensorflow as tf
-    from dreamerv2_tf import distribute
+    from dreamerv2_tf import cluster
     from dreamerv2_tf import envs as envs_lib
-    from dreamerv2_tf import precision
-    from dreamerv2_tf.agent import Agent
-    from dreamerv2_tf.checkpoints import Checkpoints
-    from dreamerv2_tf.divergence import SkipWatch
-    from dreamerv2_tf.eta import RunEstimate
-    from dreamerv2_tf.logger import Logger
-    from dreamerv2_tf.logdir import workdir as worker_dir
-    from dreamerv2_tf.replay import Replay
 
+    # Bad input is answered before TensorFlow is imported (~10 s on 2 cores): one line, at once.
     if env is None:
       try:
         config = config.update({'task': envs_lib.task_name(config.task)})
@@ -84,18 +76,23 @@ class _Loop:
     if config.deterministic and config.strategy != 'default':
       raise ConfigError(f'deterministic: true runs with strategy default only, not '
                         f'{config.strategy!r}')
+    cluster.check(config.strategy)
     # This process's place among multi-worker workers (0: the chief).
-    worker = distribute.task_index(config.strategy)
+    worker = cluster.task_index(config.strategy)
     # Environments first: a task that cannot be made leaves no logdir behind.
     self.train_env = envs_lib.make_envs(env, config, 'train', config.envs, worker)
     self.eval_env = envs_lib.make_envs(eval_env, config, 'eval', 1, worker)
     try:
+      self.chief = worker == 0
+      # A resume with another network, or a logdir in use, is also answered before TensorFlow.
+      config, self.logdir = prepare_logdir(config, self.chief, worker, cleanup)
+      import tensorflow as tf
+      from dreamerv2_tf import distribute
+      from dreamerv2_tf import precision
       # Devices and the strategy come before any other TensorFlow work (multi-worker needs it).
       device = precision.setup_devices()
       self.strategy = distribute.make_strategy(config.strategy)
-      self.chief = worker == 0
-      config, self.logdir = prepare_logdir(config, self.chief, worker, cleanup)
-    except ValueError as e:  # E.g. multi_worker without TF_CONFIG.
+    except ValueError as e:  # E.g. a strategy name the Python API was given unchecked.
       self.train_env.close()
       self.eval_env.close()
       raise ConfigError(str(e)) from None
@@ -103,6 +100,13 @@ class _Loop:
       self.train_env.close()
       self.eval_env.close()
       raise
+    from dreamerv2_tf.agent import Agent
+    from dreamerv2_tf.checkpoints import Checkpoints
+    from dreamerv2_tf.divergence import SkipWatch
+    from dreamerv2_tf.eta import RunEstimate
+    from dreamerv2_tf.logger import Logger
+    from dreamerv2_tf.logdir import workdir as worker_dir
+    from dreamerv2_tf.replay import Replay
     self.config = config
     cleanup.extend((self.train_env.close, self.eval_env.close))
     _print_setup(config, self.logdir, self.strategy, self.chief, device)

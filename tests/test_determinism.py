@@ -5,7 +5,7 @@ import numpy as np
 
 from tests.test_train_cli import episodes, records, run
 
-ARGS = ['--configs', 'debug', '--task', 'gym:CartPole-v1', '--steps', '700', '--prefill', '200',
+ARGS = ['--configs', 'debug', '--task', 'gym:CartPole-v1', '--steps', '450', '--prefill', '200',
         '--log_every', '100', '--eval_every', '0', '--precision', '32']
 # Timings differ from run to run by nature; everything else must not.
 TIMING = ('fps', 'time', '_ms', '_s', 'duration', 'seconds', 'share')

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from tests.test_train_cli import imports_tensorflow
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 ENV = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '2', 'CUDA_VISIBLE_DEVICES': ''}
 
@@ -22,11 +24,11 @@ def run_step(*args):
 @pytest.mark.parametrize('args,steps,tol', [
     # Free nats active (the debug KL is ~0.13) and a moving reward normaliser, which take their
     # batch statistic from all replicas; continuous actions (truncated-normal samples, dynamics
-    # backprop). Two steps: the second starts from Adam moments and a moved slow critic.
-    (('--continuous', '--kl.free', '0.1', '--reward_norm.momentum', '0.5'), 2, 1e-5),
-    # Plan2Explore: the ensemble, its optimizer, the intrinsic-reward normaliser (moving, so its
-    # statistic must be global) and the exploration actor-critic update alike on 2 replicas.
-    (('--expl_behavior', 'plan2explore', '--expl_reward_norm.momentum', '0.5'), 2, 1e-5),
+    # backprop); Plan2Explore beside the task behaviour: the ensemble, its optimizer, the
+    # intrinsic-reward normaliser (moving, so its statistic must be global) and the exploration
+    # actor-critic. Two steps: the second starts from Adam moments and a moved slow critic.
+    (('--continuous', '--kl.free', '0.1', '--reward_norm.momentum', '0.5',
+      '--expl_behavior', 'plan2explore', '--expl_reward_norm.momentum', '0.5'), 2, 1e-5),
     # mixed_float16 with loss scaling (its skip-or-apply decision is taken across replicas).
     # At these seeded weights and the starting scale 2^15, replicas that differentiated their
     # local mean (gradients twice the single-device size) overflowed where one device did not.
@@ -112,13 +114,15 @@ def test_multi_worker_two_local_processes(tmp_path):
 def test_multi_worker_bad_setup_is_a_one_line_error(tmp_path, extra, env, message):
   env = {k: v for k, v in {**ENV, **env}.items() if k != 'TF_CONFIG' or 'TF_CONFIG' in env}
   proc = subprocess.run(
-      [sys.executable, str(ROOT / 'scripts' / 'train.py'), '--configs', 'debug', '--task',
-       'gym:CartPole-v1', '--strategy', 'multi_worker', '--logdir', str(tmp_path / 'run'),
-       *extra], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+      [sys.executable, '-X', 'importtime', str(ROOT / 'scripts' / 'train.py'), '--configs',
+       'debug', '--task', 'gym:CartPole-v1', '--strategy', 'multi_worker', '--logdir',
+       str(tmp_path / 'run'), *extra], capture_output=True, text=True, env=env, cwd=ROOT,
+      timeout=300)
   assert proc.returncode == 2, proc.stderr[-2000:]
   lines = [line for line in proc.stderr.splitlines() if line.startswith('error')]
   assert len(lines) == 1 and message in lines[0], proc.stderr[-2000:]
   assert not (tmp_path / 'run').exists()
+  assert not imports_tensorflow(proc.stderr)  # Answered before TensorFlow's import.
 
 
 def test_mirrored_cli_run_resumes_under_the_default_strategy(tmp_path):

@@ -173,7 +173,7 @@ def make_batch_env(task: str, num_envs: int, config: Any = None, mode: str = 'tr
 def make_envs(env: Any, config: Any, mode: str, count: int, worker: int = 0) -> BatchEnv:
   """A batch environment: the user's env(s) wrapped, or `count` made from the config.
 
-  worker: a multi-worker run's worker index (`distribute.task_index`), which offsets the seed.
+  worker: a multi-worker run's worker index (`cluster.task_index`), which offsets the seed.
 
   envs_parallel `auto` runs DeepMind Control in worker processes: MuJoCo's EGL renderer
   crashes (SIGSEGV) when it creates its context in a process that has loaded TensorFlow.
