@@ -21,6 +21,7 @@ of `metrics.jsonl` is written whole or not at all (a partial line is cut off aga
 """
 from __future__ import annotations
 
+import collections
 import io
 import json
 import math
@@ -67,6 +68,9 @@ class Logger:
       self._writer = tf.summary.create_file_writer(str(self.logdir), max_queue=1000)
     self._last_time, self._last_frames = None, None
     self._start = time.time()
+    # The ETA's rate: the median of the last three periods' fps, so that one period slowed by a
+    # suspended machine or a paused process (SIGSTOP) does not swing it to days.
+    self._recent_fps: collections.deque = collections.deque(maxlen=3)
 
   def frames(self, agent_steps: int) -> int:
     return int(agent_steps) * self.multiplier
@@ -150,7 +154,9 @@ class Logger:
       if key in scalars:
         parts.append(f'{key} {_fmt(scalars[key])}')
     if self.total_frames and 'fps' in scalars and scalars['fps'] > 0:
-      parts.append(f'ETA {_duration((self.total_frames - step) / scalars["fps"])}')
+      self._recent_fps.append(scalars['fps'])
+      rate = float(np.median(self._recent_fps))
+      parts.append(f'ETA {_duration((self.total_frames - step) / rate)}')
     print(' / '.join(parts), file=self.stream, flush=True)
 
   def close(self) -> None:

@@ -27,7 +27,7 @@ FILE_SECONDS = {
     'test_schedule_parity.py': 59, 'test_sampled_parity.py': 57, 'test_reliability.py': 48,
     'test_envs.py': 15, 'test_plot.py': 14, 'test_replay.py': 13, 'test_gradients.py': 13,
     'test_config.py': 6, 'test_layers.py': 5, 'test_equations.py': 3, 'test_optim.py': 2,
-    'test_dists.py': 2, 'test_nets.py': 1,
+    'test_dists.py': 2, 'test_nets.py': 1, 'test_logger.py': 1,
 }
 
 
