@@ -16,8 +16,9 @@ ENV = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'MUJOCO_GL': os.environ.get('M
 
 
 def run(args, timeout=600, check=True, flags=()):
-  proc = subprocess.run([TRAIN[0], *flags, *TRAIN[1:], *args], capture_output=True, text=True, timeout=timeout, env=ENV,
-                        cwd=ROOT)
+  """Runs scripts/train.py with `args`; `flags` go to the interpreter (e.g. -X importtime)."""
+  proc = subprocess.run([TRAIN[0], *flags, *TRAIN[1:], *args], capture_output=True, text=True,
+                        timeout=timeout, env=ENV, cwd=ROOT)
   if check and proc.returncode != 0:
     raise AssertionError(f'exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}')
   return proc
@@ -64,8 +65,9 @@ def assert_run(logdir, steps, repeat=1):
 
 @pytest.mark.parametrize('name,args,repeat,steps', [
     ('atari', ['--configs', 'atari', 'debug', '--task', 'pong'], 4, 400),
-    # Not resumed: past the prefill (100) and its evaluation, a log period and a finished
-    # episode are all their checks need.
+    # Only atari's run is resumed here (gym's in test_a_stop_leaves_the_evaluation_steps_...).
+    # The others stop at 200 steps where they cost the most: past the prefill (100) and its
+    # evaluation, a log period and a finished episode are all their checks need.
     ('dmc', ['--configs', 'dmc_vision', 'debug', '--task', 'walker_walk'], 2, 200),
     ('gym', ['--configs', 'debug', '--task', 'gym:CartPole-v1', '--envs', '2'], 1, 400),
     ('crafter', ['--configs', 'crafter', 'debug', '--task', 'crafter_reward'], 1, 200),
@@ -79,7 +81,7 @@ def test_smoke_run_then_resume(tmp_path, name, args, repeat, steps):
     assert any('train_max_achievement_collect_wood' in r for r in records(logdir))
     assert any('train_sum_reward' in r for r in records(logdir))  # log_keys_sum: ^log_reward$
     return  # Its resume is atari's (images, discrete actions): not run twice.
-  if name in ('dmc', 'gym'):  # Resumes as atari's does (gym's: test_a_stop_leaves_...).
+  if name in ('dmc', 'gym'):
     return
   first_steps = max(r['step'] for r in records(logdir))
   first_episodes = len(episodes(logdir))
