@@ -4,8 +4,10 @@ Nothing is written into the run's logdir: no checkpoint, no replay, no metrics.
 """
 from __future__ import annotations
 
+import codecs
 import os
 import pathlib
+import re
 import tempfile
 
 import numpy as np
@@ -13,16 +15,34 @@ import numpy as np
 from dreamerv2_tf.config import Config, ConfigError
 
 
+def checkpoint_paths(folder: pathlib.Path) -> tuple[str | None, list[str]]:
+  """(latest, all) checkpoint prefixes named by `folder/checkpoint`, as absolute paths.
+
+  Reads the text file `tf.train.CheckpointManager` writes (`model_checkpoint_path: "ckpt-N"`,
+  one `all_model_checkpoint_paths` line per kept checkpoint) without importing TensorFlow.
+  """
+  try:
+    text = (folder / 'checkpoint').read_text()
+  except FileNotFoundError:
+    return None, []
+  fields = {'model_checkpoint_path': [], 'all_model_checkpoint_paths': []}
+  for key, value in re.findall(r'^(\w+): "((?:[^"\\]|\\.)*)"$', text, re.MULTILINE):
+    if key in fields:
+      # Text format: C escapes (\" \\ and \ooo for bytes) around UTF-8 text.
+      path = codecs.escape_decode(value.encode('utf-8'))[0].decode('utf-8')
+      fields[key].append(os.path.join(folder, path))  # A no-op for an absolute path.
+  latest = fields['model_checkpoint_path']
+  return (latest[0] if latest else None), fields['all_model_checkpoint_paths']
+
+
 def find_checkpoint(logdir: pathlib.Path, checkpoint: str | None = None) -> str:
   """The checkpoint prefix to load: the latest, or one named by number or path."""
-  import tensorflow as tf
   folder = logdir / 'checkpoints'
-  state = tf.train.get_checkpoint_state(str(folder)) if folder.exists() else None
-  available = list(state.all_model_checkpoint_paths) if state else []
+  latest, available = checkpoint_paths(folder)
   if not available:
     raise ConfigError(f'logdir {str(logdir)!r} has no checkpoints (expected {str(folder)}/ckpt-*)')
   if checkpoint is None:
-    return state.model_checkpoint_path
+    return latest
   wanted = {str(checkpoint), f'ckpt-{checkpoint}'}  # '250000', 'ckpt-250000' or a full path.
   for path in available:
     if path == str(checkpoint) or os.path.basename(path) in wanted:
@@ -91,7 +111,9 @@ def evaluate(logdir, episodes: int = 10, seed: int | None = None, checkpoint: st
     raise ConfigError(f'--episodes must be at least 1, got {episodes}')
   if video and not video.endswith(('.mp4', '.gif')):
     raise ConfigError(f'--video {video!r}: the file must end in .mp4 or .gif')
-  config = saved_config(check_logdir(logdir) / 'config.yaml')
+  logdir = check_logdir(logdir)
+  find_checkpoint(logdir, checkpoint)  # A wrong --checkpoint is answered before TF's import.
+  config = saved_config(logdir / 'config.yaml')
   seed = config.seed + 12345 if seed is None else seed
   # One env serves both for the agent's spaces and for playing.
   env = make_envs(None, config.update({'seed': seed}), 'eval', 1)

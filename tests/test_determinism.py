@@ -3,10 +3,14 @@ same seed gives the same episodes, losses and weights, step for step. Each run i
 its own (op determinism is process-wide, and a seed must not lean on an earlier run's)."""
 import numpy as np
 
-from tests.test_train_cli import episodes, records, run
+from tests.test_train_cli import ENV, episodes, records, run
 
 ARGS = ['--configs', 'debug', '--task', 'gym:CartPole-v1', '--steps', '450', '--prefill', '200',
         '--log_every', '100', '--eval_every', '0', '--precision', '32']
+# TensorFlow's own thread pools, as a user's run has them (conftest gives each test worker one
+# thread): with one thread an order-dependent reduction would repeat by chance.
+THREADED = {k: v for k, v in ENV.items()
+            if k not in ('TF_NUM_INTRAOP_THREADS', 'TF_NUM_INTEROP_THREADS')}
 # Timings differ from run to run by nature; everything else must not.
 TIMING = ('fps', 'time', '_ms', '_s', 'duration', 'seconds', 'share')
 
@@ -21,7 +25,8 @@ def learned(logdir):
 def test_the_same_seed_repeats_a_deterministic_run_and_another_seed_does_not(tmp_path):
   runs = {}
   for name, seed in (('a', '0'), ('b', '0'), ('other', '1')):
-    run([*ARGS, '--deterministic', 'true', '--seed', seed, '--logdir', str(tmp_path / name)])
+    run([*ARGS, '--deterministic', 'true', '--seed', seed, '--logdir', str(tmp_path / name)],
+        env=THREADED)
     runs[name] = learned(tmp_path / name)
   (rows_a, acts_a), (rows_b, acts_b), (rows_o, _) = runs['a'], runs['b'], runs['other']
   assert any('model_loss' in r for r in rows_a)  # Updates ran and were logged.

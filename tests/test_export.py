@@ -9,13 +9,16 @@ import sys
 import numpy as np
 import pytest
 
+from tests.test_train_cli import imports_tensorflow
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 ENV = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3'}
 
 
-def script(name, args, check=True, timeout=600):
-  proc = subprocess.run([sys.executable, str(ROOT / 'scripts' / name), *args], capture_output=True,
-                        text=True, env=ENV, cwd=ROOT, timeout=timeout)
+def script(name, args, check=True, timeout=600, flags=()):
+  """Runs scripts/`name` with `args` (`flags`: the interpreter's, before the script)."""
+  proc = subprocess.run([sys.executable, *flags, str(ROOT / 'scripts' / name), *args],
+                        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=timeout)
   if check and proc.returncode != 0:
     raise AssertionError(f'{name} exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}')
   return proc
@@ -50,14 +53,32 @@ def test_eval_reads_the_run_and_writes_nothing_there(run, tmp_path):
 @pytest.mark.parametrize('args,message', [
     (['--logdir', '/nonexistent/run'], "logdir '/nonexistent/run' does not exist"),
     (['--episodes', '0'], '--episodes must be at least 1'),
-    (['--checkpoint', '123456789'], "checkpoint '123456789' is not in"),
+    (['--checkpoint', '123456789'], "checkpoint '123456789' is not in {run}/checkpoints; "
+                                    "available: {available}"),
 ])
 def test_eval_bad_input_is_a_one_line_error(run, args, message):
   args = args if args[0] == '--logdir' else ['--logdir', str(run), *args]
-  proc = script('eval.py', args, check=False)
+  # Answered before TensorFlow's import: in about a second, not ten.
+  proc = script('eval.py', args, check=False, flags=['-X', 'importtime'])
   errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+  names = sorted((run / 'checkpoints').glob('ckpt-*.index'), key=lambda p: int(p.stem[5:]))
+  message = message.format(run=run, available=', '.join(p.stem for p in names))
   assert proc.returncode == 2 and len(errors) == 1 and message in errors[0], proc.stderr
-  assert 'Traceback' not in proc.stderr
+  assert 'Traceback' not in proc.stderr and not imports_tensorflow(proc.stderr)
+
+
+def test_checkpoint_list_reads_as_tensorflow_reads_it(tmp_path):
+  # The list is read without TensorFlow; escaped characters, relative and absolute paths.
+  import tensorflow as tf
+  from dreamerv2_tf.evaluate import checkpoint_paths
+  folder = tmp_path / 'dir "q" \\ é'
+  folder.mkdir()
+  paths = ['ckpt-1', str(folder / 'ckpt-2 "é"'), 'ckpt-3']
+  tf.compat.v1.train.update_checkpoint_state(str(folder), paths[-1], all_model_checkpoint_paths=paths)
+  state = tf.train.get_checkpoint_state(str(folder))
+  assert checkpoint_paths(folder) == (state.model_checkpoint_path,
+                                      list(state.all_model_checkpoint_paths))
+  assert checkpoint_paths(tmp_path) == (None, [])
 
 
 def test_eval_without_checkpoints_is_a_clear_error(tmp_path):
@@ -73,6 +94,8 @@ def test_eval_video_of_a_task_without_images_is_a_clear_error(tmp_path):
   load_config(['debug'], ['--task', 'gym:CartPole-v1']).save(tmp_path / 'config.yaml')
   (tmp_path / 'checkpoints').mkdir()
   (tmp_path / 'checkpoints' / 'ckpt-1.index').write_bytes(b'')
+  (tmp_path / 'checkpoints' / 'checkpoint').write_text('model_checkpoint_path: "ckpt-1"\n'
+                                                       'all_model_checkpoint_paths: "ckpt-1"\n')
   with pytest.raises(ConfigError, match=r"--video '.*ep.gif': gym:CartPole-v1 has no image "
                                         r"observation to record \(its keys: .*vector"):
     evaluate(tmp_path, episodes=1, video=str(tmp_path / 'ep.gif'))
@@ -140,8 +163,13 @@ def test_exported_policy_acts_like_the_agent_without_this_package(run, tmp_path)
 def test_export_refuses_to_overwrite_without_force(run, tmp_path):
   (tmp_path / 'x').mkdir()
   (tmp_path / 'x' / 'keep').write_text('mine')
-  proc = script('export.py', ['--logdir', str(run), '--out', str(tmp_path / 'x')], check=False)
-  assert proc.returncode == 2 and '--force' in proc.stderr
+  proc = script('export.py', ['--logdir', str(run), '--out', str(tmp_path / 'x')], check=False,
+                flags=['-X', 'importtime'])
+  assert proc.returncode == 2 and '--force' in proc.stderr and not imports_tensorflow(proc.stderr)
+  proc = script('export.py', ['--logdir', str(run), '--out', str(tmp_path / 'y'), '--checkpoint',
+                              '7'], check=False, flags=['-X', 'importtime'])
+  assert proc.returncode == 2 and "error: checkpoint '7' is not in" in proc.stderr
+  assert not imports_tensorflow(proc.stderr) and not (tmp_path / 'y').exists()
   assert (tmp_path / 'x' / 'keep').read_text() == 'mine'
 
 

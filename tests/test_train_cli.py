@@ -15,10 +15,11 @@ TRAIN = [sys.executable, str(ROOT / 'scripts' / 'train.py')]
 ENV = {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': '3', 'MUJOCO_GL': os.environ.get('MUJOCO_GL', 'egl')}
 
 
-def run(args, timeout=600, check=True, flags=()):
-  """Runs scripts/train.py with `args`; `flags` go to the interpreter (e.g. -X importtime)."""
+def run(args, timeout=600, check=True, flags=(), env=None):
+  """Runs scripts/train.py with `args`; `flags` go to the interpreter (e.g. -X importtime);
+  `env`: the environment variables (default: `ENV`)."""
   proc = subprocess.run([TRAIN[0], *flags, *TRAIN[1:], *args], capture_output=True, text=True,
-                        timeout=timeout, env=ENV, cwd=ROOT)
+                        timeout=timeout, env=ENV if env is None else env, cwd=ROOT)
   if check and proc.returncode != 0:
     raise AssertionError(f'exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}')
   return proc
@@ -26,7 +27,9 @@ def run(args, timeout=600, check=True, flags=()):
 
 def imports_tensorflow(stderr):
   """Whether a process run with `python -X importtime` imported TensorFlow."""
-  return any(line.rstrip().endswith('| tensorflow') for line in stderr.splitlines())
+  # Its line ends in '|' and the module's name, indented by its depth in the import tree.
+  return any(line.startswith('import time:') and line.rsplit('|', 1)[-1].strip() == 'tensorflow'
+             for line in stderr.splitlines())
 
 
 def records(logdir):
