@@ -26,7 +26,7 @@ def check(strategy: str) -> None:
   """Raises a one-line ConfigError when `strategy` is multi_worker without a cluster."""
   if strategy == 'multi_worker' and not tf_config().get('cluster'):
     raise ConfigError('strategy multi_worker needs the TF_CONFIG environment variable with a '
-                      '"cluster" and a "task" (see the README); it is not set')
+                      '"cluster" and a "task" (see docs/distributed.md); it is not set')
 
 
 def task_index(strategy: str) -> int:

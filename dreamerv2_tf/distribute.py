@@ -1,4 +1,5 @@
-"""Data-parallel training with tf.distribute: strategy choice, replica helpers, the chief.
+"""Data-parallel training with tf.distribute: strategy choice and replica helpers (the cluster
+and the chief: `cluster.py`).
 
 How the train step stays equal to the single-device step on the same global batch:
 

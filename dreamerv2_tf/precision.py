@@ -56,7 +56,7 @@ def auto_precision() -> tuple[str, str]:
 
   GPU: 16 (mixed_float16 with loss scaling; tensor cores; designed, not measured here). CPU
   with native bfloat16: bf16, whose train step measured 1.6x faster than float32 at the atari
-  preset with losses within 0.3 % (README, Performance). Other CPUs: 32 (bfloat16 is emulated
+  preset with losses within 0.3 % (docs/performance.md). Other CPUs: 32 (bfloat16 is emulated
   there and float16 is about 5x slower than float32).
   """
   if has_gpu():
