@@ -2,15 +2,17 @@
 
   python scripts/results_table.py --scores ../shared/scores/atari-dreamerv2.json \\
       ../shared/scores/dmc-vision-dreamerv2.json --seconds atari=3.1 dmc_vision=2.07 \\
-      --share dmc_vision=0.945
+      --share dmc_vision=0.945 --gpu-seconds atari=0.277 dmc_vision=0.277
 
 Prints a Markdown table (docs/results.md holds its output): per task of the paper's score files,
 the command, the frames the paper ran, its seeds, the updates that many frames take under the
 preset's schedule (prefill, pretrain, one update every `train_every` agent steps), and the hours
 at the given seconds per update. Training takes about 97 % of a run's time on a CPU (see
-docs/performance.md), so the hours are updates x seconds / 0.97, or / the share a run of the
+docs/performance.md), so the CPU hours are updates x seconds / 0.97, or / the share a run of the
 preset logged (`--share`, its `time_share_train`); they are estimates from a measured step
-time, not measured runs.
+time, not measured runs. GPU hours are updates x `--gpu-seconds`, wall seconds per update
+with everything else of a run included (e.g. from a whole run's reported time: nothing is
+measured on a GPU here).
 """
 from __future__ import annotations
 
@@ -54,16 +56,19 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument('--share', nargs='+', type=_per_preset('FRACTION', 1.0), default=[],
                       help=f'PRESET=FRACTION of wall time spent training, e.g. dmc_vision=0.945 '
                            f'(default {TRAIN_SHARE})')
+  parser.add_argument('--gpu-seconds', nargs='+', type=_per_preset('SECONDS', float('inf')),
+                      default=[], help='PRESET=wall SECONDS per update of a whole run on a GPU '
+                                       '(GPU hours column; an estimate, not measured here)')
   parser.add_argument('--method', default='dreamerv2')
   args = parser.parse_args(argv)
-  seconds, share = dict(args.seconds), dict(args.share)
+  seconds, share, gpu = dict(args.seconds), dict(args.share), dict(args.gpu_seconds)
   try:
     scores = compare.load_scores(args.scores, args.method)
   except compare.CompareError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  print('| task | command | paper frames | paper seeds | updates | CPU hours |')
-  print('| --- | --- | --- | --- | --- | --- |')
+  print('| task | command | paper frames | paper seeds | updates | CPU hours | GPU hours |')
+  print('| --- | --- | --- | --- | --- | --- | --- |')
   for task in sorted(scores):
     preset = next((p for prefix, p in PRESETS.items() if task.startswith(prefix)), None)
     if preset is None:
@@ -72,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     count = updates(preset, frames)
     wall = share.get(preset, TRAIN_SHARE)
     hours = f'{count * seconds[preset] / wall / 3600:,.0f}' if preset in seconds else '-'
+    gpu_hours = f'{count * gpu[preset] / 3600:,.0f}' if preset in gpu else '-'
     command = f'`scripts/train.py --configs {preset} --task {task}`'
     print(f'| {task} | {command} | {compare.frames_label(frames)} | {len(scores[task])} | '
-          f'{count:,} | {hours} |')
+          f'{count:,} | {hours} | {gpu_hours} |')
   return 0
 
 

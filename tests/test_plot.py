@@ -354,10 +354,12 @@ def test_results_table_counts_updates_with_the_presets_schedule(tmp_path):
   assert '| dmc_cartpole_balance | `scripts/train.py --configs dmc_vision --task ' \
          'dmc_cartpole_balance` | 60k | 1 | 5,900 | 6 |' in proc.stdout, proc.stdout
   # With the share of wall time a run logged for training: 5,900 x 3.6 s / 0.5 = 11.8 hours.
+  # GPU hours: wall seconds per update of a whole run, so the share does not divide them:
+  # 5,900 x 3.6 s = 5.9 hours.
   proc = subprocess.run([sys.executable, str(script), '--scores', str(scores), '--seconds',
-                         'dmc_vision=3.6', '--share', 'dmc_vision=0.5'],
-                        capture_output=True, text=True, timeout=60)
-  assert proc.returncode == 0 and '| 5,900 | 12 |' in proc.stdout, proc.stderr + proc.stdout
+                         'dmc_vision=3.6', '--share', 'dmc_vision=0.5', '--gpu-seconds',
+                         'dmc_vision=3.6'], capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0 and '| 5,900 | 12 | 6 |' in proc.stdout, proc.stderr + proc.stdout
   proc = subprocess.run([sys.executable, str(script), '--scores', str(scores), '--share',
                          'dmc_vision=1.5'], capture_output=True, text=True, timeout=60)
   assert proc.returncode == 2 and "'dmc_vision=1.5' is not allowed" in proc.stderr
