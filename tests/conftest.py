@@ -37,7 +37,7 @@ FILE_SECONDS = {
     'test_reliability.py': 45, 'test_schedule_parity.py': 44, 'test_help.py': 37,
     'test_envs.py': 15, 'test_replay.py': 12, 'test_plot.py': 12, 'test_gradients.py': 8,
     'test_config.py': 7, 'test_layers.py': 4, 'test_equations.py': 2, 'test_optim.py': 2,
-    'test_dists.py': 2, 'test_nets.py': 1, 'test_logger.py': 1,
+    'test_dists.py': 2, 'test_nets.py': 1, 'test_logger.py': 1, 'test_docs.py': 1,
 }
 
 
