@@ -1,7 +1,9 @@
-"""The documentation's links: every relative link in README.md and docs/ names a file that exists,
-and every `#anchor` a heading of its target (as GitHub makes anchors from headings)."""
+"""The documentation's links: every relative link in README.md, CONTRIBUTING.md and docs/ names a
+file that exists, and every `#anchor` a heading of its target (as GitHub makes anchors from
+headings)."""
 from __future__ import annotations
 
+import functools
 import pathlib
 import re
 
@@ -22,7 +24,8 @@ def slug(heading: str) -> str:
   return text.replace(' ', '-')
 
 
-def anchors(page: pathlib.Path) -> set[str]:
+@functools.cache  # A page's headings, read once for all the links into it.
+def anchors(page: pathlib.Path) -> frozenset[str]:
   seen: dict[str, int] = {}
   result = set()
   for line in FENCE.sub('', page.read_text()).splitlines():
@@ -33,7 +36,7 @@ def anchors(page: pathlib.Path) -> set[str]:
     count = seen.get(base, 0)
     seen[base] = count + 1
     result.add(base if count == 0 else f'{base}-{count}')  # GitHub numbers repeats.
-  return result
+  return frozenset(result)
 
 
 def links(page: pathlib.Path) -> list[str]:
@@ -58,7 +61,8 @@ def test_relative_links_and_anchors_exist(page):
     path, _, anchor = target.partition('#')
     dest = (page.parent / path).resolve() if path else page
     if not dest.exists():
-      broken.append(f'{target} (no file {dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest})')
+      shown = dest.relative_to(ROOT) if dest.is_relative_to(ROOT) else dest
+      broken.append(f'{target} (no file {shown})')
     elif anchor and dest.suffix == '.md' and anchor not in anchors(dest):
       broken.append(f'{target} (no heading of {dest.name} has that anchor)')
   assert not broken, f'{page.relative_to(ROOT)}: ' + '; '.join(broken)
